@@ -1,0 +1,103 @@
+"""conductor_workers: thread-based workers and a blocking client for the Conductor workflow engine.
+
+Public names are imported on first use (PEP 562), so ``import conductor_workers`` stays cheap and
+``requests`` is only loaded by code that talks HTTP.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .client import ConductorClient
+    from .config import Configuration
+    from .errors import (
+        APIError,
+        AuthenticationError,
+        ConductorError,
+        ConflictError,
+        EndpointNotSupportedError,
+        InvalidOptionError,
+        InvalidResponseError,
+        NonRetryableError,
+        NotFoundError,
+        TransportError,
+    )
+    from .executor import WorkflowExecutor, WorkflowTimeoutError
+    from .models import (
+        PollData,
+        StartWorkflowRequest,
+        Task,
+        TaskDef,
+        TaskExecLog,
+        TaskResult,
+        TaskResultStatus,
+        TaskStatus,
+        Workflow,
+        WorkflowDef,
+        WorkflowStatus,
+        WorkflowTask,
+    )
+
+_EXPORTS = {
+    "ConductorClient": "client",
+    "Configuration": "config",
+    "WorkflowExecutor": "executor",
+    "WorkflowTimeoutError": "executor",
+}
+_EXPORTS.update(
+    dict.fromkeys(
+        [
+            "APIError",
+            "AuthenticationError",
+            "ConductorError",
+            "ConflictError",
+            "EndpointNotSupportedError",
+            "InvalidOptionError",
+            "InvalidResponseError",
+            "NonRetryableError",
+            "NotFoundError",
+            "TransportError",
+        ],
+        "errors",
+    )
+)
+_EXPORTS.update(
+    dict.fromkeys(
+        [
+            "PollData",
+            "StartWorkflowRequest",
+            "Task",
+            "TaskDef",
+            "TaskExecLog",
+            "TaskResult",
+            "TaskResultStatus",
+            "TaskStatus",
+            "Workflow",
+            "WorkflowDef",
+            "WorkflowStatus",
+            "WorkflowTask",
+        ],
+        "models",
+    )
+)
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_EXPORTS))

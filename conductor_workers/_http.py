@@ -1,0 +1,298 @@
+"""The HTTP boundary: one ``requests.Session``, Orkes token auth, and error translation.
+
+This is the only module that imports ``requests``/``urllib3`` or sees their exceptions. Everything it
+raises is a :class:`~conductor_workers.errors.ConductorError`.
+
+Environment settings (``HTTP(S)_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``) are resolved once when
+the session is built; the session itself has ``trust_env=False`` so that requests does not look them
+up again on every call (about a third of its per-request cost).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import cachetools
+import requests
+import requests.adapters
+import requests.utils
+from urllib3.util.retry import Retry
+
+from ._version import __version__
+from .config import Configuration
+from .errors import (
+    APIError,
+    AuthenticationError,
+    ConductorError,
+    ConflictError,
+    EndpointNotSupportedError,
+    InvalidResponseError,
+    NotFoundError,
+    TransportError,
+)
+
+log = logging.getLogger(__name__)
+
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+_RETRY_STATUSES = (429, 502, 503, 504)
+_TOKEN_ERRORS = ("EXPIRED_TOKEN", "INVALID_TOKEN")
+_STATUS_ERRORS = {
+    401: AuthenticationError,
+    403: AuthenticationError,
+    404: NotFoundError,
+    405: EndpointNotSupportedError,
+    409: ConflictError,
+}
+
+
+class InvalidRequestError(ConductorError, ValueError):
+    """The request could not be built, e.g. its body is not JSON-serialisable."""
+
+
+def _build_session(config: Configuration) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # resolved below, once, instead of on every request
+    verify: Any = config.verify
+    proxies: Dict[str, str] = dict(config.proxies or {})
+    if config.trust_env:
+        if config.proxies is None:
+            proxies = dict(requests.utils.get_environ_proxies(config.server_url))
+        if verify is True:
+            verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    session.proxies.update(proxies)
+    session.verify = verify
+    session.cert = config.cert
+    retry = Retry(
+        total=config.max_retries,
+        connect=config.max_retries,
+        read=config.max_retries,
+        status=config.max_retries,
+        backoff_factor=config.backoff_factor,
+        status_forcelist=_RETRY_STATUSES,
+        allowed_methods=_IDEMPOTENT_METHODS,  # connect errors are retried for every method
+        raise_on_status=False,
+        respect_retry_after_header=True,
+    )
+    adapter = requests.adapters.HTTPAdapter(
+        pool_connections=4, pool_maxsize=config.pool_maxsize, max_retries=retry
+    )
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers.update({"Accept": "application/json", "User-Agent": f"conductor-workers/{__version__}"})
+    return session
+
+
+def _error_body(resp: requests.Response) -> Tuple[str, Mapping[str, Any]]:
+    text = resp.text[:4000] if resp.content else ""
+    try:
+        payload = json.loads(text) if text else {}
+    except ValueError:
+        payload = {}
+    return text, payload if isinstance(payload, dict) else {}
+
+
+def api_error(method: str, url: str, resp: requests.Response) -> APIError:
+    """Translate a non-2xx answer into the matching :class:`APIError` subclass."""
+    status = resp.status_code
+    text, payload = _error_body(resp)
+    server_message = payload.get("message")
+    validation = payload.get("validationErrors") or []
+    detail = server_message or resp.reason or "no message"
+    if validation:
+        detail += " (" + "; ".join(f"{v.get('path')}: {v.get('message')}" for v in validation) + ")"
+    if status == 404 and not payload:
+        cls: type = EndpointNotSupportedError  # not an ErrorResponse: the route itself is missing
+        detail += "; the server has no such endpoint - check server_url and the server version"
+    else:
+        cls = _STATUS_ERRORS.get(status, APIError)
+    return cls(
+        f"{method} {url} -> HTTP {status}: {detail}",
+        status_code=status,
+        method=method,
+        url=url,
+        server_message=server_message,
+        validation_errors=validation,
+        retryable=status >= 500 or status == 429 or bool(payload.get("retryable")),
+        body=text,
+        error_code=payload.get("error"),
+    )
+
+
+def _is_token_error(resp: requests.Response) -> bool:
+    if resp.status_code not in (401, 403):
+        return False
+    _, payload = _error_body(resp)
+    if not payload:
+        return resp.status_code == 401  # an unreadable 401 is treated as a token problem
+    return payload.get("error") in _TOKEN_ERRORS
+
+
+class _TokenAuth:
+    """Fetches, caches and refreshes an Orkes token; one fetch at a time however many threads ask."""
+
+    def __init__(self, transport: "HttpTransport", config: Configuration) -> None:
+        self._transport = transport
+        self._key_id = config.key_id
+        self._key_secret = config.key_secret
+        self._lock = threading.Lock()  # guards _cache, _oss and the failure fields; held during a fetch
+        self._cache: cachetools.TTLCache = cachetools.TTLCache(maxsize=1, ttl=config.token_ttl_seconds)
+        self._oss = False  # /api/token answered 404: an OSS server, no auth needed
+        self._failures = 0
+        self._retry_at = 0.0
+        self._last_error: Optional[AuthenticationError] = None
+
+    def token(self) -> Optional[str]:
+        with self._lock:
+            if self._oss:
+                return None
+            token = self._cache.get("token")
+            if token is None:
+                # Holding the lock while fetching is the point: the other threads wait for this
+                # token instead of each fetching one.
+                token = self._fetch()
+                if token is not None:
+                    self._cache["token"] = token
+            return token
+
+    def invalidate(self, token: str) -> None:
+        with self._lock:
+            if self._cache.get("token") == token:
+                self._cache.clear()
+
+    def _fetch(self) -> Optional[str]:
+        now = time.monotonic()
+        if self._last_error is not None and now < self._retry_at:
+            raise self._last_error
+        resp = self._transport.send("POST", "token", json_body={"keyId": self._key_id, "keySecret": self._key_secret})
+        if resp.status_code == 404:
+            log.info("%s/token answered 404: no authentication on this server", self._transport.base_url)
+            self._oss = True
+            return None
+        if resp.status_code in (401, 403):
+            self._failures += 1
+            delay = min(2.0 ** self._failures, 60.0)
+            self._retry_at = now + delay
+            error = api_error("POST", self._transport.base_url + "/token", resp)
+            self._last_error = AuthenticationError(
+                f"the server refused key id {self._key_id!r}: {error.server_message or error.body or 'no message'}"
+                f" (new attempts are refused for {delay:.0f}s)",
+                status_code=resp.status_code,
+                method="POST",
+                url=error.url,
+                server_message=error.server_message,
+                body=error.body,
+                error_code=error.error_code,
+            )
+            raise self._last_error
+        if resp.status_code >= 400:
+            raise api_error("POST", self._transport.base_url + "/token", resp)
+        self._failures, self._last_error = 0, None
+        token = self._transport.decode_json(resp, "POST token")
+        if not isinstance(token, dict) or not token.get("token"):
+            raise InvalidResponseError(
+                "POST /token answered without a token", status_code=resp.status_code, body=resp.text[:500]
+            )
+        log.debug("fetched a new auth token for key id %r", self._key_id)
+        return str(token["token"])
+
+
+class HttpTransport:
+    """One session for one server: builds URLs, sends, authenticates, translates errors."""
+
+    def __init__(self, config: Configuration) -> None:
+        self.config = config
+        self.base_url = config.server_url
+        self._session = _build_session(config)
+        self._timeout = (config.connect_timeout, config.read_timeout)
+        self._auth = _TokenAuth(self, config) if config.has_auth else None
+
+    def close(self) -> None:
+        self._session.close()
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Optional[Mapping[str, Any]] = None,
+        json_body: Any = None,
+        text_body: Optional[str] = None,
+        headers: Optional[Dict[str, str]] = None,
+        extra_read_timeout: float = 0.0,
+    ) -> requests.Response:
+        """Send one request and return the raw response, whatever its status (no auth header)."""
+        url = f"{self.base_url}/{path}"
+        data: Optional[bytes] = None
+        all_headers = dict(headers or {})
+        if json_body is not None:
+            try:
+                data = json.dumps(json_body, separators=(",", ":"), allow_nan=False).encode()
+            except (TypeError, ValueError) as exc:
+                raise InvalidRequestError(f"{method} {path}: the body is not JSON-serialisable: {exc}") from exc
+            all_headers["Content-Type"] = "application/json"
+        elif text_body is not None:
+            data = text_body.encode()
+            all_headers["Content-Type"] = "text/plain"
+        if params:
+            params = {key: value for key, value in params.items() if value is not None}
+        timeout = (self._timeout[0], self._timeout[1] + extra_read_timeout)
+        try:
+            return self._session.request(method, url, params=params, data=data, headers=all_headers, timeout=timeout)
+        except requests.exceptions.SSLError as exc:
+            raise TransportError(f"{method} {url}: TLS error: {exc}", method=method, url=url) from exc
+        except requests.exceptions.Timeout as exc:
+            raise TransportError(
+                f"{method} {url}: no answer within {timeout[1]:.1f}s ({exc})", method=method, url=url
+            ) from exc
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
+            raise InvalidRequestError(f"{method} {url}: invalid URL: {exc}") from exc
+        except requests.exceptions.RequestException as exc:
+            raise TransportError(
+                f"{method} {url}: could not talk to the server ({type(exc).__name__}: {exc}); "
+                f"is it running, and is server_url {self.base_url!r} right?",
+                method=method,
+                url=url,
+            ) from exc
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Send with authentication; return a 2xx response or raise the translated error."""
+        headers: Dict[str, str] = {}
+        token = self._auth.token() if self._auth is not None else None
+        if token:
+            headers["X-Authorization"] = token
+        resp = self.send(method, path, headers=headers, **kwargs)
+        if token and self._auth is not None and _is_token_error(resp):
+            log.info("%s %s: token rejected (%s); fetching a new one", method, path, resp.status_code)
+            self._auth.invalidate(token)
+            token = self._auth.token()
+            if token:
+                headers["X-Authorization"] = token
+            resp = self.send(method, path, headers=headers, **kwargs)
+        if resp.status_code >= 400:
+            raise api_error(method, f"{self.base_url}/{path}", resp)
+        return resp
+
+    @staticmethod
+    def decode_json(resp: requests.Response, what: str) -> Any:
+        """The JSON body, None for an empty one (204); bad JSON is an :class:`InvalidResponseError`."""
+        if resp.status_code == 204 or not resp.content:
+            return None
+        try:
+            return json.loads(resp.content)
+        except ValueError as exc:
+            raise InvalidResponseError(
+                f"{what}: the server answered HTTP {resp.status_code} with a body that is not JSON: "
+                f"{resp.text[:200]!r}",
+                status_code=resp.status_code,
+                body=resp.text[:2000],
+            ) from exc
+
+    def call_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.decode_json(self.request(method, path, **kwargs), f"{method} {path}")
+
+    def call_text(self, method: str, path: str, **kwargs: Any) -> str:
+        return self.request(method, path, **kwargs).text

@@ -1,0 +1,308 @@
+"""``ConductorClient``: hand-written methods for the task, workflow and metadata REST APIs.
+
+Each method is one endpoint; the URL, its parameters and what the answer means (including the
+differences between server versions, see the README's compatibility table) are handled here so that
+callers only see models and :mod:`conductor_workers.errors`.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from urllib.parse import quote
+
+from ._http import HttpTransport
+from .config import Configuration
+from .errors import NotFoundError
+from .models import (
+    PollData,
+    StartWorkflowRequest,
+    Task,
+    TaskDef,
+    TaskExecLog,
+    TaskResult,
+    TaskResultStatus,
+    Workflow,
+    WorkflowDef,
+)
+
+log = logging.getLogger(__name__)
+
+StatusLike = Union[TaskResultStatus, str]
+
+
+def _seg(value: str) -> str:
+    """Quote one path segment (task types and names may contain characters such as ':')."""
+    return quote(str(value), safe="")
+
+
+class _Api:
+    __slots__ = ("_http",)
+
+    def __init__(self, transport: HttpTransport) -> None:
+        self._http = transport
+
+
+class TaskClient(_Api):
+    """``/api/tasks``: poll, update, inspect and log tasks."""
+
+    __slots__ = ()
+
+    def poll(self, task_type: str, *, worker_id: Optional[str] = None, domain: Optional[str] = None) -> Optional[Task]:
+        """One task of ``task_type``, or None when none is queued."""
+        data = self._http.call_json(
+            "GET", f"tasks/poll/{_seg(task_type)}", params={"workerid": worker_id, "domain": domain}
+        )
+        return Task.from_json(data) if data else None
+
+    def batch_poll(
+        self,
+        task_type: str,
+        count: int = 1,
+        timeout_ms: int = 100,
+        worker_id: Optional[str] = None,
+        domain: Optional[str] = None,
+    ) -> List[Task]:
+        """Up to ``count`` tasks; the server answers when it has ``count`` or after ``timeout_ms``.
+
+        An empty queue gives ``[]`` whether the server says ``204`` (≤ 3.21.19) or ``200 []``.
+        """
+        params = {"count": count, "timeout": timeout_ms, "workerid": worker_id, "domain": domain}
+        data = self._http.call_json(
+            "GET", f"tasks/poll/batch/{_seg(task_type)}", params=params, extra_read_timeout=timeout_ms / 1000.0
+        )
+        return [Task.from_json(item) for item in data] if data else []
+
+    def update_task(self, result: TaskResult) -> str:
+        """Report a result; returns the task id (also when the server ignored a late update)."""
+        return self._http.call_text("POST", "tasks", json_body=result.to_json())
+
+    def update_task_v2(self, result: TaskResult) -> Optional[Task]:
+        """Report a result and receive the next task of the same type and domain (or None).
+
+        Raises :class:`~conductor_workers.errors.EndpointNotSupportedError` on servers older than
+        3.21.12, which lack the endpoint; use :meth:`update_task` there.
+        """
+        data = self._http.call_json("POST", "tasks/update-v2", json_body=result.to_json())
+        return Task.from_json(data) if data else None
+
+    def update_task_by_ref_name(
+        self,
+        *,
+        workflow_id: str,
+        task_ref_name: str,
+        status: StatusLike,
+        output: Optional[Mapping[str, Any]] = None,
+        worker_id: Optional[str] = None,
+    ) -> str:
+        """Update the pending task ``task_ref_name`` of a workflow; ``output`` is merged into its output.
+
+        The server answers an empty 200 when no such task is pending; that raises
+        :class:`~conductor_workers.errors.NotFoundError` so that the update is never lost silently.
+        """
+        path = self._by_ref_path(workflow_id, task_ref_name, status)
+        task_id = self._http.call_text("POST", path, params={"workerid": worker_id}, json_body=dict(output or {}))
+        if not task_id:
+            raise NotFoundError(
+                f"workflow {workflow_id} has no pending task {task_ref_name!r} to update",
+                status_code=200,
+                method="POST",
+                url=path,
+            )
+        return task_id
+
+    def update_task_by_ref_name_sync(
+        self,
+        *,
+        workflow_id: str,
+        task_ref_name: str,
+        status: StatusLike,
+        output: Optional[Mapping[str, Any]] = None,
+        worker_id: Optional[str] = None,
+    ) -> Workflow:
+        """Like :meth:`update_task_by_ref_name`, and return the workflow as it is after the update."""
+        path = self._by_ref_path(workflow_id, task_ref_name, status) + "/sync"
+        data = self._http.call_json("POST", path, params={"workerid": worker_id}, json_body=dict(output or {}))
+        return Workflow.from_json(data)
+
+    @staticmethod
+    def _by_ref_path(workflow_id: str, task_ref_name: str, status: StatusLike) -> str:
+        code = TaskResultStatus.coerce(status).value
+        return f"tasks/{_seg(workflow_id)}/{_seg(task_ref_name)}/{code}"
+
+    def get_task(self, task_id: str) -> Task:
+        """The task; an unknown id raises NotFoundError (servers ≤ 3.21.19 answer 204, newer ones 404)."""
+        data = self._http.call_json("GET", f"tasks/{_seg(task_id)}")
+        if not data:
+            raise NotFoundError(f"task {task_id} not found", status_code=204, method="GET", url=f"tasks/{task_id}")
+        return Task.from_json(data)
+
+    def add_log(self, task_id: str, message: str) -> None:
+        """Append one line to the task's execution log (dropped by servers with indexing off)."""
+        self._http.request("POST", f"tasks/{_seg(task_id)}/log", text_body=message)
+
+    def get_logs(self, task_id: str) -> List[TaskExecLog]:
+        data = self._http.call_json("GET", f"tasks/{_seg(task_id)}/log")
+        return [TaskExecLog.from_json(item) for item in data] if data else []
+
+    def queue_sizes(self, task_types: Iterable[str]) -> Dict[str, int]:
+        """Queued (not yet polled) task counts per task type."""
+        data = self._http.call_json("GET", "tasks/queue/sizes", params={"taskType": list(task_types)})
+        return {str(key): int(value) for key, value in (data or {}).items()}
+
+    def poll_data(self, task_type: str) -> List[PollData]:
+        data = self._http.call_json("GET", "tasks/queue/polldata", params={"taskType": task_type})
+        return [PollData.from_json(item) for item in data] if data else []
+
+
+class WorkflowClient(_Api):
+    """``/api/workflow``: start, inspect and steer workflow executions."""
+
+    __slots__ = ()
+
+    def start(self, request: StartWorkflowRequest) -> str:
+        """Start a workflow; returns its id."""
+        return self._http.call_text("POST", "workflow", json_body=request.to_json())
+
+    def start_by_name(
+        self,
+        name: str,
+        input: Optional[Mapping[str, Any]] = None,
+        version: Optional[int] = None,
+        correlation_id: Optional[str] = None,
+        priority: int = 0,
+    ) -> str:
+        """Start the latest (or the given) version of ``name`` with ``input``; returns its id."""
+        params = {"version": version, "correlationId": correlation_id, "priority": priority}
+        return self._http.call_text("POST", f"workflow/{_seg(name)}", params=params, json_body=dict(input or {}))
+
+    def get(self, workflow_id: str, include_tasks: bool = True) -> Workflow:
+        data = self._http.call_json(
+            "GET", f"workflow/{_seg(workflow_id)}", params={"includeTasks": str(include_tasks).lower()}
+        )
+        return Workflow.from_json(data or {})
+
+    def terminate(self, workflow_id: str, reason: Optional[str] = None) -> None:
+        """Terminate; a COMPLETED workflow raises ConflictError (409)."""
+        self._http.request("DELETE", f"workflow/{_seg(workflow_id)}", params={"reason": reason})
+
+    def pause(self, workflow_id: str) -> None:
+        self._http.request("PUT", f"workflow/{_seg(workflow_id)}/pause")
+
+    def resume(self, workflow_id: str) -> None:
+        self._http.request("PUT", f"workflow/{_seg(workflow_id)}/resume")
+
+    def retry(self, workflow_id: str, resume_subworkflow_tasks: bool = False) -> None:
+        """Retry the last failed task of a FAILED/TIMED_OUT/TERMINATED workflow."""
+        params = {"resumeSubworkflowTasks": str(resume_subworkflow_tasks).lower()}
+        self._http.request("POST", f"workflow/{_seg(workflow_id)}/retry", params=params)
+
+    def restart(self, workflow_id: str, use_latest_definitions: bool = False) -> None:
+        """Start a terminal workflow again from its first task, with the same id."""
+        params = {"useLatestDefinitions": str(use_latest_definitions).lower()}
+        self._http.request("POST", f"workflow/{_seg(workflow_id)}/restart", params=params)
+
+    def remove(self, workflow_id: str, archive: bool = True) -> None:
+        """Delete a workflow execution (with ``archive=True`` only terminal ones)."""
+        params = {"archiveWorkflow": str(archive).lower()}
+        self._http.request("DELETE", f"workflow/{_seg(workflow_id)}/remove", params=params)
+
+    def running(self, name: str, version: Optional[int] = None) -> List[str]:
+        """Ids of the running workflows of ``name``.
+
+        Without ``version`` the server uses version **1**, not the latest: pass ``version`` for others.
+        """
+        data = self._http.call_json("GET", f"workflow/running/{_seg(name)}", params={"version": version})
+        return [str(item) for item in data or []]
+
+    def search(
+        self,
+        query: Optional[str] = None,
+        free_text: str = "*",
+        start: int = 0,
+        size: int = 100,
+        sort: Optional[str] = None,
+    ) -> Dict[str, Any]:
+        """The server's raw ``SearchResult`` (``totalHits``, ``results``); needs indexing on the server."""
+        params = {"query": query, "freeText": free_text, "start": start, "size": size, "sort": sort}
+        return dict(self._http.call_json("GET", "workflow/search", params=params) or {})
+
+
+class MetadataClient(_Api):
+    """``/api/metadata``: task and workflow definitions."""
+
+    __slots__ = ()
+
+    def register_task_defs(self, task_defs: Sequence[TaskDef]) -> None:
+        """Create or update task definitions (the server upserts)."""
+        self._http.request("POST", "metadata/taskdefs", json_body=[td.to_json() for td in task_defs])
+
+    def update_task_def(self, task_def: TaskDef) -> None:
+        """Update an existing task definition (NotFoundError if there is none)."""
+        self._http.request("PUT", "metadata/taskdefs", json_body=task_def.to_json())
+
+    def get_task_def(self, name: str) -> TaskDef:
+        data = self._http.call_json("GET", f"metadata/taskdefs/{_seg(name)}")
+        if not data:
+            raise NotFoundError(f"task definition {name!r} not found", status_code=204)
+        return TaskDef.from_json(data)
+
+    def get_task_defs(self) -> List[TaskDef]:
+        return [TaskDef.from_json(item) for item in self._http.call_json("GET", "metadata/taskdefs") or []]
+
+    def unregister_task_def(self, name: str) -> None:
+        self._http.request("DELETE", f"metadata/taskdefs/{_seg(name)}")
+
+    def register_workflow_def(self, workflow_def: WorkflowDef, overwrite: bool = False) -> None:
+        """Create a workflow definition; an existing name+version is a ConflictError unless ``overwrite``."""
+        self._http.request(
+            "POST", "metadata/workflow", params={"overwrite": str(overwrite).lower()}, json_body=workflow_def.to_json()
+        )
+
+    def update_workflow_defs(self, workflow_defs: Sequence[WorkflowDef]) -> Dict[str, Any]:
+        """Create or update several definitions; returns the server's ``BulkResponse``."""
+        data = self._http.call_json("PUT", "metadata/workflow", json_body=[wd.to_json() for wd in workflow_defs])
+        return dict(data or {})
+
+    def get_workflow_def(self, name: str, version: Optional[int] = None) -> WorkflowDef:
+        """The given version, or the latest."""
+        data = self._http.call_json("GET", f"metadata/workflow/{_seg(name)}", params={"version": version})
+        if not data:
+            raise NotFoundError(f"workflow definition {name!r} not found", status_code=204)
+        return WorkflowDef.from_json(data)
+
+    def unregister_workflow_def(self, name: str, version: int) -> None:
+        self._http.request("DELETE", f"metadata/workflow/{_seg(name)}/{int(version)}")
+
+
+class ConductorClient:
+    """A thread-safe client for one Conductor server. Close it with :meth:`close` or ``with``.
+
+    >>> with ConductorClient(Configuration(server_url="http://localhost:8080/api")) as client:
+    ...     client.workflows.start_by_name("greetings", {"name": "Ada"})
+    """
+
+    def __init__(self, config: Optional[Configuration] = None) -> None:
+        self.config = config if config is not None else Configuration.from_env()
+        self._transport = HttpTransport(self.config)
+        self.tasks = TaskClient(self._transport)
+        self.workflows = WorkflowClient(self._transport)
+        self.metadata = MetadataClient(self._transport)
+
+    def health(self) -> Dict[str, Any]:
+        """``GET /health`` (served beside, not under, ``/api``)."""
+        return dict(self._transport.call_json("GET", "health") or {})
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> "ConductorClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ConductorClient({self.config.server_url!r})"
+
+
+__all__ = ["ConductorClient", "MetadataClient", "TaskClient", "WorkflowClient"]

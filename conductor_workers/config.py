@@ -1,0 +1,87 @@
+"""Client configuration: where the server is, how to authenticate, and HTTP policy."""
+from __future__ import annotations
+
+import os
+from typing import Mapping, Optional, Tuple, Union
+from urllib.parse import urlsplit
+
+import attrs
+
+DEFAULT_SERVER_URL = "http://localhost:8080/api"
+
+
+def _normalise_server_url(value: str) -> str:
+    """``http://host:8080``, ``http://host:8080/`` and ``http://host:8080/api/`` all mean ``.../api``."""
+    url = str(value).strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(
+            f"server_url must be an http(s) URL such as 'http://localhost:8080/api', got {value!r}"
+        )
+    if not parts.path.endswith("/api"):
+        url += "/api"
+    return url
+
+
+def _positive(instance: object, attribute: "attrs.Attribute[float]", value: float) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+def _non_negative(instance: object, attribute: "attrs.Attribute[int]", value: int) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+@attrs.frozen
+class Configuration:
+    """How to reach a Conductor server. Immutable; build a new one with :func:`attrs.evolve`.
+
+    :param server_url: base URL of the REST API, with or without the ``/api`` suffix.
+    :param key_id: Orkes application key id (enables ``X-Authorization`` token auth with ``key_secret``).
+    :param key_secret: Orkes application key secret; never shown by ``repr`` nor logged.
+    :param connect_timeout: seconds to wait for a TCP/TLS connection.
+    :param read_timeout: seconds to wait for an answer; long polls add their own timeout on top.
+    :param verify: TLS verification: True, False, or the path of a CA bundle.
+    :param cert: client certificate for mTLS: a PEM path, or ``(cert_path, key_path)``.
+    :param proxies: ``{"http": ..., "https": ...}``; None resolves ``HTTP(S)_PROXY``/``NO_PROXY`` once.
+    :param trust_env: read proxies and ``REQUESTS_CA_BUNDLE`` from the environment (once, at build).
+    :param max_retries: retries of idempotent calls on connection errors and 429/502/503/504.
+    :param backoff_factor: urllib3 backoff factor between those retries, in seconds.
+    :param pool_maxsize: HTTP connections kept per host; size it to the number of worker threads.
+    :param token_ttl_seconds: how long an Orkes token is reused before it is fetched again.
+    """
+
+    server_url: str = attrs.field(default=DEFAULT_SERVER_URL, converter=_normalise_server_url)
+    key_id: Optional[str] = None
+    key_secret: Optional[str] = attrs.field(default=None, repr=lambda value: "***" if value else "None")
+    connect_timeout: float = attrs.field(default=5.0, validator=_positive)
+    read_timeout: float = attrs.field(default=30.0, validator=_positive)
+    verify: Union[bool, str] = True
+    cert: Union[None, str, Tuple[str, str]] = None
+    proxies: Optional[Mapping[str, str]] = None
+    trust_env: bool = True
+    max_retries: int = attrs.field(default=3, validator=_non_negative)
+    backoff_factor: float = 0.2
+    pool_maxsize: int = attrs.field(default=64, validator=_positive)
+    token_ttl_seconds: float = attrs.field(default=45 * 60, validator=_positive)
+
+    @property
+    def has_auth(self) -> bool:
+        return bool(self.key_id and self.key_secret)
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides: object) -> "Configuration":
+        """Read ``CONDUCTOR_SERVER_URL``, ``CONDUCTOR_AUTH_KEY`` and ``CONDUCTOR_AUTH_SECRET``."""
+        env = os.environ if environ is None else environ
+        values: dict = {}
+        if env.get("CONDUCTOR_SERVER_URL"):
+            values["server_url"] = env["CONDUCTOR_SERVER_URL"]
+        if env.get("CONDUCTOR_AUTH_KEY") and env.get("CONDUCTOR_AUTH_SECRET"):
+            values["key_id"] = env["CONDUCTOR_AUTH_KEY"]
+            values["key_secret"] = env["CONDUCTOR_AUTH_SECRET"]
+        values.update(overrides)
+        return cls(**values)
+
+
+__all__ = ["Configuration", "DEFAULT_SERVER_URL"]

@@ -1,0 +1,100 @@
+"""Every exception conductor_workers raises, under one root: :class:`ConductorError`.
+
+Foreign exceptions (``requests``, ``urllib3``, ``json``) are translated into these exactly once, at
+the HTTP boundary in :mod:`conductor_workers._http`; nothing above that layer sees them.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+
+class ConductorError(Exception):
+    """Base class for every error raised by conductor_workers."""
+
+
+class TransportError(ConductorError):
+    """The server could not be reached, or the connection broke before an answer arrived."""
+
+    def __init__(self, message: str, *, method: str = "", url: str = "") -> None:
+        super().__init__(message)
+        self.method = method
+        self.url = url
+
+
+class InvalidResponseError(ConductorError):
+    """The server answered 2xx with a body that is not what the endpoint promises (e.g. bad JSON)."""
+
+    def __init__(self, message: str, *, status_code: int, body: str = "") -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+
+
+class APIError(ConductorError):
+    """The server answered with a non-2xx status.
+
+    ``message`` is the server's own ``ErrorResponse.message`` when it sent one; ``validation_errors``
+    is its list of ``{"path", "message", "invalidValue"}`` entries; ``retryable`` says whether the
+    same request may succeed later (5xx, 429, or the server said so).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        method: str = "",
+        url: str = "",
+        server_message: Optional[str] = None,
+        validation_errors: Sequence[Mapping[str, Any]] = (),
+        retryable: bool = False,
+        body: str = "",
+        error_code: Optional[str] = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.method = method
+        self.url = url
+        self.server_message = server_message
+        self.validation_errors = list(validation_errors)
+        self.retryable = retryable
+        self.body = body
+        self.error_code = error_code
+
+
+class NotFoundError(APIError):
+    """The resource does not exist (404, or an empty answer where the server means "nothing")."""
+
+
+class ConflictError(APIError):
+    """The request conflicts with the resource's state (409), e.g. terminating a completed workflow."""
+
+
+class AuthenticationError(APIError):
+    """Credentials were refused (401/403), or the server demands credentials we do not have."""
+
+
+class EndpointNotSupportedError(APIError):
+    """The server does not implement this endpoint (405, or a 404 that is not an ErrorResponse)."""
+
+
+class InvalidOptionError(ConductorError, ValueError):
+    """An option, argument or environment value was rejected; nothing was changed."""
+
+
+class NonRetryableError(ConductorError):
+    """Raise from a worker to fail its task with ``FAILED_WITH_TERMINAL_ERROR`` (no server retry)."""
+
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "ConductorError",
+    "ConflictError",
+    "EndpointNotSupportedError",
+    "InvalidOptionError",
+    "InvalidResponseError",
+    "NonRetryableError",
+    "NotFoundError",
+    "TransportError",
+]

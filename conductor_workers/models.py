@@ -1,0 +1,431 @@
+"""The Conductor wire models as frozen attrs classes with snake_case attributes.
+
+Each class maps its attributes to the server's JSON names once (the ``wire`` metadata of a field) and
+gets ``from_json`` / ``to_json`` from :class:`WireModel`. Fields the server sends that a class does not
+declare are kept in ``extra`` and sent back by ``to_json``, so a definition fetched from a newer server
+survives a round trip. ``None`` attributes are left out of the JSON, as the server itself does.
+"""
+from __future__ import annotations
+
+import enum
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union
+
+import attrs
+
+_M = TypeVar("_M", bound="WireModel")
+
+REASON_MAX_CHARS = 500  # the server cuts TaskResult.reasonForIncompletion to this length
+
+
+class TaskResultStatus(str, enum.Enum):
+    """What a worker may report for a task."""
+
+    IN_PROGRESS = "IN_PROGRESS"
+    FAILED = "FAILED"
+    FAILED_WITH_TERMINAL_ERROR = "FAILED_WITH_TERMINAL_ERROR"
+    COMPLETED = "COMPLETED"
+
+    @classmethod
+    def coerce(cls, value: Union["TaskResultStatus", str]) -> "TaskResultStatus":
+        """Accept a member or its name; anything else is a ``ValueError`` naming the valid ones."""
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls[str(value)]
+        except KeyError:
+            names = ", ".join(member.name for member in cls)
+            raise ValueError(f"invalid task result status {value!r}; expected one of {names}") from None
+
+
+class TaskStatus(str, enum.Enum):
+    """A task's status as the server stores it."""
+
+    IN_PROGRESS = "IN_PROGRESS"
+    CANCELED = "CANCELED"
+    FAILED = "FAILED"
+    FAILED_WITH_TERMINAL_ERROR = "FAILED_WITH_TERMINAL_ERROR"
+    COMPLETED = "COMPLETED"
+    COMPLETED_WITH_ERRORS = "COMPLETED_WITH_ERRORS"
+    SCHEDULED = "SCHEDULED"
+    TIMED_OUT = "TIMED_OUT"
+    SKIPPED = "SKIPPED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self not in (TaskStatus.IN_PROGRESS, TaskStatus.SCHEDULED)
+
+
+class WorkflowStatus(str, enum.Enum):
+    """A workflow's status."""
+
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    TERMINATED = "TERMINATED"
+    PAUSED = "PAUSED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self not in (WorkflowStatus.RUNNING, WorkflowStatus.PAUSED)
+
+
+def wire(
+    name: str,
+    default: Any = None,
+    *,
+    factory: Any = None,
+    model: Optional[type] = None,
+    many: bool = False,
+    enum_type: Optional[Type[enum.Enum]] = None,
+    converter: Any = None,
+) -> Any:
+    """An attrs field that is serialised under the JSON key ``name``."""
+    meta = {"wire": name, "model": model, "many": many, "enum": enum_type}
+    if factory is not None:
+        return attrs.field(factory=factory, metadata=meta, converter=converter)
+    return attrs.field(default=default, metadata=meta, converter=converter)
+
+
+@attrs.frozen
+class _FieldSpec:
+    attr: str
+    wire: str
+    model: Optional[Any]
+    many: bool
+    enum: Optional[Type[enum.Enum]]
+
+    def load(self, value: Any) -> Any:
+        if self.model is not None:
+            if self.many:
+                return [self.model.from_json(item) if isinstance(item, Mapping) else item for item in value]
+            return self.model.from_json(value) if isinstance(value, Mapping) else value
+        if self.enum is not None:
+            try:
+                return self.enum(value)
+            except ValueError:
+                return value  # a status from a newer server: keep the string, do not fail the poll
+        return value
+
+    def dump(self, value: Any) -> Any:
+        if self.model is not None:
+            if self.many:
+                return [item.to_json() if isinstance(item, WireModel) else item for item in value]
+            return value.to_json() if isinstance(value, WireModel) else value
+        if isinstance(value, enum.Enum):
+            return value.value
+        return value
+
+
+class WireModel:
+    """Mixin giving an attrs class ``from_json`` and ``to_json`` from its fields' ``wire`` names."""
+
+    __slots__ = ()
+    _specs: ClassVar[Dict[type, Tuple[Dict[str, _FieldSpec], Tuple[_FieldSpec, ...]]]] = {}
+
+    @classmethod
+    def _spec(cls) -> Tuple[Dict[str, _FieldSpec], Tuple[_FieldSpec, ...]]:
+        spec = WireModel._specs.get(cls)
+        if spec is None:
+            fields = tuple(
+                _FieldSpec(f.name, f.metadata["wire"], f.metadata["model"], f.metadata["many"], f.metadata["enum"])
+                for f in attrs.fields(cls)  # type: ignore[misc]
+                if "wire" in f.metadata
+            )
+            spec = ({f.wire: f for f in fields}, fields)
+            WireModel._specs[cls] = spec
+        return spec
+
+    @classmethod
+    def from_json(cls: Type[_M], data: Mapping[str, Any]) -> _M:
+        """Build from the server's JSON object; unknown keys go to ``extra``, ``null`` keeps defaults."""
+        by_wire, _ = cls._spec()
+        kwargs: Dict[str, Any] = {}
+        extra: Dict[str, Any] = {}
+        for key, value in data.items():
+            field = by_wire.get(key)
+            if field is None:
+                extra[key] = value
+            elif value is not None:
+                kwargs[field.attr] = field.load(value)
+        if extra:
+            kwargs["extra"] = extra
+        return cls(**kwargs)
+
+    def to_json(self) -> Dict[str, Any]:
+        """The JSON object the server expects, without ``None`` values."""
+        _, fields = self._spec()
+        out: Dict[str, Any] = dict(getattr(self, "extra", {}))
+        for field in fields:
+            value = getattr(self, field.attr)
+            if value is not None:
+                out[field.wire] = field.dump(value)
+        return out
+
+
+def _extra() -> Any:
+    return attrs.field(factory=dict, repr=False, eq=False, kw_only=True)
+
+
+def _cut_reason(value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return None
+    value = str(value)
+    return value if len(value) <= REASON_MAX_CHARS else value[:REASON_MAX_CHARS]
+
+
+@attrs.frozen
+class TaskExecLog(WireModel):
+    """One line of a task's execution log."""
+
+    log: str = wire("log", "")
+    task_id: Optional[str] = wire("taskId")
+    created_time: Optional[int] = wire("createdTime")
+    extra: Dict[str, Any] = _extra()
+
+
+@attrs.frozen
+class TaskDef(WireModel):
+    """A task definition: retry, timeout and rate-limit policy for one task type."""
+
+    name: str = wire("name", "")
+    description: Optional[str] = wire("description")
+    retry_count: int = wire("retryCount", 3)
+    timeout_seconds: int = wire("timeoutSeconds", 0)
+    timeout_policy: str = wire("timeoutPolicy", "TIME_OUT_WF")
+    retry_logic: str = wire("retryLogic", "FIXED")
+    retry_delay_seconds: int = wire("retryDelaySeconds", 60)
+    response_timeout_seconds: int = wire("responseTimeoutSeconds", 3600)
+    poll_timeout_seconds: Optional[int] = wire("pollTimeoutSeconds")
+    backoff_scale_factor: Optional[int] = wire("backoffScaleFactor")
+    concurrent_exec_limit: Optional[int] = wire("concurrentExecLimit")
+    rate_limit_per_frequency: Optional[int] = wire("rateLimitPerFrequency")
+    rate_limit_frequency_in_seconds: Optional[int] = wire("rateLimitFrequencyInSeconds")
+    input_keys: Optional[List[str]] = wire("inputKeys")
+    output_keys: Optional[List[str]] = wire("outputKeys")
+    input_template: Optional[Dict[str, Any]] = wire("inputTemplate")
+    owner_email: Optional[str] = wire("ownerEmail")
+    owner_app: Optional[str] = wire("ownerApp")
+    isolation_group_id: Optional[str] = wire("isolationGroupId")
+    execution_name_space: Optional[str] = wire("executionNameSpace")
+    create_time: Optional[int] = wire("createTime")
+    update_time: Optional[int] = wire("updateTime")
+    created_by: Optional[str] = wire("createdBy")
+    updated_by: Optional[str] = wire("updatedBy")
+    extra: Dict[str, Any] = _extra()
+
+
+@attrs.frozen
+class WorkflowTask(WireModel):
+    """One step of a workflow definition. Control-flow fields of other task types stay in ``extra``."""
+
+    name: str = wire("name", "")
+    task_reference_name: str = wire("taskReferenceName", "")
+    type: str = wire("type", "SIMPLE")
+    input_parameters: Dict[str, Any] = wire("inputParameters", factory=dict)
+    description: Optional[str] = wire("description")
+    optional: bool = wire("optional", False)
+    start_delay: int = wire("startDelay", 0)
+    retry_count: Optional[int] = wire("retryCount")
+    task_definition: Optional[TaskDef] = wire("taskDefinition", model=TaskDef)
+    async_complete: Optional[bool] = wire("asyncComplete")
+    extra: Dict[str, Any] = _extra()
+
+
+@attrs.frozen
+class WorkflowDef(WireModel):
+    """A workflow definition."""
+
+    name: str = wire("name", "")
+    version: int = wire("version", 1)
+    tasks: List[WorkflowTask] = wire("tasks", factory=list, model=WorkflowTask, many=True)
+    description: Optional[str] = wire("description")
+    input_parameters: List[str] = wire("inputParameters", factory=list)
+    output_parameters: Dict[str, Any] = wire("outputParameters", factory=dict)
+    failure_workflow: Optional[str] = wire("failureWorkflow")
+    schema_version: int = wire("schemaVersion", 2)
+    restartable: bool = wire("restartable", True)
+    workflow_status_listener_enabled: bool = wire("workflowStatusListenerEnabled", False)
+    owner_email: Optional[str] = wire("ownerEmail")
+    timeout_policy: str = wire("timeoutPolicy", "ALERT_ONLY")
+    timeout_seconds: int = wire("timeoutSeconds", 0)
+    variables: Dict[str, Any] = wire("variables", factory=dict)
+    input_template: Dict[str, Any] = wire("inputTemplate", factory=dict)
+    create_time: Optional[int] = wire("createTime")
+    update_time: Optional[int] = wire("updateTime")
+    extra: Dict[str, Any] = _extra()
+
+
+@attrs.frozen
+class Task(WireModel):
+    """A task as the server hands it to a worker (or returns it from ``GET /tasks/{id}``)."""
+
+    task_id: str = wire("taskId", "")
+    task_type: str = wire("taskType", "")
+    status: Union[TaskStatus, str] = wire("status", TaskStatus.SCHEDULED, enum_type=TaskStatus)
+    input_data: Dict[str, Any] = wire("inputData", factory=dict)
+    output_data: Dict[str, Any] = wire("outputData", factory=dict)
+    reference_task_name: str = wire("referenceTaskName", "")
+    workflow_instance_id: str = wire("workflowInstanceId", "")
+    workflow_type: Optional[str] = wire("workflowType")
+    task_def_name: Optional[str] = wire("taskDefName")
+    retry_count: int = wire("retryCount", 0)
+    seq: int = wire("seq", 0)
+    poll_count: int = wire("pollCount", 0)
+    correlation_id: Optional[str] = wire("correlationId")
+    scheduled_time: int = wire("scheduledTime", 0)
+    start_time: int = wire("startTime", 0)
+    end_time: int = wire("endTime", 0)
+    update_time: int = wire("updateTime", 0)
+    start_delay_in_seconds: int = wire("startDelayInSeconds", 0)
+    callback_after_seconds: int = wire("callbackAfterSeconds", 0)
+    response_timeout_seconds: int = wire("responseTimeoutSeconds", 0)
+    retried_task_id: Optional[str] = wire("retriedTaskId")
+    retried: bool = wire("retried", False)
+    executed: bool = wire("executed", False)
+    callback_from_worker: bool = wire("callbackFromWorker", True)
+    reason_for_incompletion: Optional[str] = wire("reasonForIncompletion")
+    worker_id: Optional[str] = wire("workerId")
+    domain: Optional[str] = wire("domain")
+    workflow_priority: int = wire("workflowPriority", 0)
+    iteration: int = wire("iteration", 0)
+    sub_workflow_id: Optional[str] = wire("subWorkflowId")
+    workflow_task: Optional[WorkflowTask] = wire("workflowTask", model=WorkflowTask)
+    task_definition: Optional[TaskDef] = wire("taskDefinition", model=TaskDef)
+    queue_wait_time: int = wire("queueWaitTime", 0)
+    extra: Dict[str, Any] = _extra()
+
+
+@attrs.frozen
+class TaskResult(WireModel):
+    """What a worker reports for a task. Build one with :meth:`complete`, :meth:`failed`, ...
+
+    ``task_id`` and ``workflow_instance_id`` may be left empty when a worker returns the result: the
+    runner fills them in from the task it executed.
+    """
+
+    workflow_instance_id: str = wire("workflowInstanceId", "")
+    task_id: str = wire("taskId", "")
+    status: TaskResultStatus = wire(
+        "status", TaskResultStatus.COMPLETED, enum_type=TaskResultStatus, converter=TaskResultStatus.coerce
+    )
+    output_data: Dict[str, Any] = wire("outputData", factory=dict)
+    reason_for_incompletion: Optional[str] = wire("reasonForIncompletion", converter=_cut_reason)
+    callback_after_seconds: int = wire("callbackAfterSeconds", 0)
+    worker_id: Optional[str] = wire("workerId")
+    logs: List[TaskExecLog] = wire("logs", factory=list, model=TaskExecLog, many=True)
+    extend_lease: bool = wire("extendLease", False)
+    sub_workflow_id: Optional[str] = wire("subWorkflowId")
+    extra: Dict[str, Any] = _extra()
+
+    @classmethod
+    def complete(cls, output: Optional[Mapping[str, Any]] = None, **ids: Any) -> "TaskResult":
+        """A COMPLETED result with ``output``."""
+        return cls(status=TaskResultStatus.COMPLETED, output_data=dict(output or {}), **ids)
+
+    @classmethod
+    def failed(
+        cls, reason: str, output: Optional[Mapping[str, Any]] = None, *, terminal: bool = False, **ids: Any
+    ) -> "TaskResult":
+        """A FAILED result (``terminal=True``: FAILED_WITH_TERMINAL_ERROR, never retried)."""
+        status = TaskResultStatus.FAILED_WITH_TERMINAL_ERROR if terminal else TaskResultStatus.FAILED
+        return cls(status=status, reason_for_incompletion=reason, output_data=dict(output or {}), **ids)
+
+    @classmethod
+    def in_progress(
+        cls, callback_after_seconds: int = 0, output: Optional[Mapping[str, Any]] = None, **ids: Any
+    ) -> "TaskResult":
+        """An IN_PROGRESS result: the server hands the task out again after ``callback_after_seconds``."""
+        return cls(
+            status=TaskResultStatus.IN_PROGRESS,
+            callback_after_seconds=int(callback_after_seconds),
+            output_data=dict(output or {}),
+            **ids,
+        )
+
+    @classmethod
+    def for_task(cls, task: Task, **fields: Any) -> "TaskResult":
+        """A result addressed to ``task`` (its task and workflow ids filled in)."""
+        return cls(task_id=task.task_id, workflow_instance_id=task.workflow_instance_id, **fields)
+
+
+@attrs.frozen
+class Workflow(WireModel):
+    """A workflow execution."""
+
+    workflow_id: str = wire("workflowId", "")
+    workflow_name: Optional[str] = wire("workflowName")
+    workflow_version: Optional[int] = wire("workflowVersion")
+    status: Union[WorkflowStatus, str] = wire("status", WorkflowStatus.RUNNING, enum_type=WorkflowStatus)
+    input: Dict[str, Any] = wire("input", factory=dict)
+    output: Dict[str, Any] = wire("output", factory=dict)
+    tasks: List[Task] = wire("tasks", factory=list, model=Task, many=True)
+    correlation_id: Optional[str] = wire("correlationId")
+    reason_for_incompletion: Optional[str] = wire("reasonForIncompletion")
+    failed_reference_task_names: List[str] = wire("failedReferenceTaskNames", factory=list)
+    failed_task_names: List[str] = wire("failedTaskNames", factory=list)
+    priority: int = wire("priority", 0)
+    variables: Dict[str, Any] = wire("variables", factory=dict)
+    task_to_domain: Dict[str, str] = wire("taskToDomain", factory=dict)
+    parent_workflow_id: Optional[str] = wire("parentWorkflowId")
+    create_time: int = wire("createTime", 0)
+    update_time: int = wire("updateTime", 0)
+    start_time: int = wire("startTime", 0)
+    end_time: int = wire("endTime", 0)
+    workflow_definition: Optional[WorkflowDef] = wire("workflowDefinition", model=WorkflowDef)
+    extra: Dict[str, Any] = _extra()
+
+    @property
+    def is_terminal(self) -> bool:
+        return isinstance(self.status, WorkflowStatus) and self.status.is_terminal
+
+    def task_by_ref(self, reference_task_name: str) -> Optional[Task]:
+        """The latest task with that reference name, or None."""
+        for task in reversed(self.tasks):
+            if task.reference_task_name == reference_task_name:
+                return task
+        return None
+
+
+@attrs.frozen
+class StartWorkflowRequest(WireModel):
+    """The body of ``POST /api/workflow``."""
+
+    name: str = wire("name", "")
+    version: Optional[int] = wire("version")
+    input: Dict[str, Any] = wire("input", factory=dict)
+    correlation_id: Optional[str] = wire("correlationId")
+    task_to_domain: Dict[str, str] = wire("taskToDomain", factory=dict)
+    priority: int = wire("priority", 0)
+    workflow_def: Optional[WorkflowDef] = wire("workflowDef", model=WorkflowDef)
+    idempotency_key: Optional[str] = wire("idempotencyKey")
+    idempotency_strategy: Optional[str] = wire("idempotencyStrategy")
+    created_by: Optional[str] = wire("createdBy")
+    extra: Dict[str, Any] = _extra()
+
+
+@attrs.frozen
+class PollData(WireModel):
+    """When a worker last polled a queue."""
+
+    queue_name: str = wire("queueName", "")
+    domain: Optional[str] = wire("domain")
+    worker_id: Optional[str] = wire("workerId")
+    last_poll_time: int = wire("lastPollTime", 0)
+    extra: Dict[str, Any] = _extra()
+
+
+__all__ = [
+    "PollData",
+    "StartWorkflowRequest",
+    "Task",
+    "TaskDef",
+    "TaskExecLog",
+    "TaskResult",
+    "TaskResultStatus",
+    "TaskStatus",
+    "Workflow",
+    "WorkflowDef",
+    "WorkflowStatus",
+    "WorkflowTask",
+]
