@@ -26,7 +26,12 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         NotFoundError,
         TransportError,
     )
+    from .events import TaskEvents
     from .executor import WorkflowExecutor, WorkflowTimeoutError
+    from .manager import TaskManager
+    from .options import PollingOptions
+    from .runner import TaskRunner
+    from .worker import Worker, add_log, current_task, worker_task
     from .models import (
         PollData,
         StartWorkflowRequest,
@@ -47,6 +52,14 @@ _EXPORTS = {
     "Configuration": "config",
     "WorkflowExecutor": "executor",
     "WorkflowTimeoutError": "executor",
+    "TaskEvents": "events",
+    "TaskManager": "manager",
+    "PollingOptions": "options",
+    "TaskRunner": "runner",
+    "Worker": "worker",
+    "add_log": "worker",
+    "current_task": "worker",
+    "worker_task": "worker",
 }
 _EXPORTS.update(
     dict.fromkeys(

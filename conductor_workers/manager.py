@@ -1,0 +1,184 @@
+"""``TaskManager``: runs one :class:`TaskRunner` per worker, with options changed at runtime.
+
+The Python counterpart of the JavaScript SDK's ``TaskManager`` (``startPolling``, ``stopPolling``,
+``isPolling``, ``updatePollingOptions``, ``updatePollingOptionForWorker``). It installs no signal
+handlers and never forks, so it embeds in any service; see the README for a SIGTERM recipe.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
+
+from .client import ConductorClient
+from .errors import InvalidOptionError
+from .events import TaskEvents, UpdateFailureHook
+from .models import TaskDef
+from .options import PollingOptions, check_option_names, options_from_env, resolve_options
+from .runner import PollGate, TaskRunner
+from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+OptionsLike = Union[PollingOptions, Mapping[str, Any], None]
+
+
+def _explicit(options: OptionsLike) -> Dict[str, Any]:
+    if options is None:
+        return {}
+    if isinstance(options, PollingOptions):
+        return options.explicit()
+    check_option_names(options)
+    return dict(options)
+
+
+class TaskManager:
+    """Runs workers: ``start_polling()``, change options while they run, ``stop_polling()``.
+
+    :param client: the :class:`ConductorClient` every runner shares (it is thread-safe).
+    :param workers: :class:`Worker` instances (``@worker_task`` functions are Workers), one per task type.
+    :param options: defaults for every worker (a :class:`PollingOptions` or a dict); a worker's own
+        options beat them, environment variables beat both (see the README), runtime updates beat all.
+    :param events: a :class:`TaskEvents` whose hooks every runner calls.
+    :param on_update_failure: called with ``(task, result, error)`` when a result could not be reported.
+    :param poll_gate: called with the task type before each poll; returning False skips that poll.
+    :param environ: where to read environment options from (default ``os.environ``).
+    """
+
+    def __init__(
+        self,
+        client: ConductorClient,
+        workers: Iterable[Worker],
+        options: OptionsLike = None,
+        *,
+        events: Optional[TaskEvents] = None,
+        on_update_failure: Optional[UpdateFailureHook] = None,
+        poll_gate: Optional[PollGate] = None,
+        environ: Optional[Mapping[str, str]] = None,
+    ) -> None:
+        self._client = client
+        self._workers: Dict[str, Worker] = {}
+        for worker in workers:
+            if not isinstance(worker, Worker):
+                raise InvalidOptionError(f"{worker!r} is not a Worker (subclass Worker or use @worker_task)")
+            if worker.task_def_name in self._workers:
+                raise InvalidOptionError(f"two workers for task type {worker.task_def_name!r}")
+            self._workers[worker.task_def_name] = worker
+        if not self._workers:
+            raise InvalidOptionError("TaskManager needs at least one worker")
+        manager_options = _explicit(options)
+        self._lock = threading.Lock()  # serialises option updates and start/stop
+        self._runners: Dict[str, TaskRunner] = {}
+        for name, worker in self._workers.items():
+            resolved = resolve_options(manager_options, worker.own_options(), options_from_env(name, environ))
+            self._runners[name] = TaskRunner(
+                worker,
+                client,
+                resolved,
+                events=events,
+                on_update_failure=on_update_failure,
+                poll_gate=poll_gate,
+            )
+        self._task_defs_registered = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start_polling(self) -> None:
+        """Start every runner (registering task definitions first where workers ask for it)."""
+        with self._lock:
+            self._register_task_defs()
+            for runner in self._runners.values():
+                runner.start()
+
+    def stop_polling(self, timeout: Optional[float] = 30.0) -> bool:
+        """Stop polling and wait until in-flight tasks have finished and been reported.
+
+        Returns True when every runner drained within ``timeout`` seconds. Idempotent.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            runners = list(self._runners.values())
+        # Stop them side by side, so that the deadline is shared rather than multiplied.
+        results: List[bool] = []
+        threads = [
+            threading.Thread(
+                target=lambda r=runner: results.append(
+                    r.stop(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                ),
+                name=f"cw-stop-{runner.task_type}",
+            )
+            for runner in runners
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return all(results)
+
+    @property
+    def is_polling(self) -> bool:
+        """True while any runner is polling."""
+        return any(runner.is_polling for runner in self._runners.values())
+
+    def __enter__(self) -> "TaskManager":
+        self.start_polling()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop_polling()
+
+    # -- runtime options ---------------------------------------------------------------------------
+
+    def update_polling_options(self, options: OptionsLike = None, **changes: Any) -> None:
+        """Change options of every worker (validated for all first: a bad value changes nothing)."""
+        changes = {**_explicit(options), **changes}
+        with self._lock:
+            updated = {name: runner.options.evolve(**changes) for name, runner in self._runners.items()}
+            for name, new_options in updated.items():
+                self._runners[name].update_options(new_options)
+
+    def update_polling_option_for_worker(self, task_def_name: str, options: OptionsLike = None, **changes: Any) -> None:
+        """Change options of one worker; beats the manager's and the worker's own settings."""
+        changes = {**_explicit(options), **changes}
+        with self._lock:
+            runner = self._runner(task_def_name)
+            runner.update_options(runner.options.evolve(**changes))
+
+    def options_for(self, task_def_name: str) -> PollingOptions:
+        """The options in force for one worker."""
+        return self._runner(task_def_name).options
+
+    # -- inspection --------------------------------------------------------------------------------
+
+    @property
+    def runners(self) -> Dict[str, TaskRunner]:
+        return dict(self._runners)
+
+    def status(self) -> Dict[str, Dict[str, Any]]:
+        """Per worker: options in force, polling/paused, in-flight, polled, completed, failed,
+        update failures, last error and when."""
+        return {name: runner.status() for name, runner in self._runners.items()}
+
+    def _runner(self, task_def_name: str) -> TaskRunner:
+        try:
+            return self._runners[task_def_name]
+        except KeyError:
+            known = ", ".join(sorted(self._runners))
+            raise InvalidOptionError(f"no worker for task type {task_def_name!r}; known: {known}") from None
+
+    def _register_task_defs(self) -> None:
+        if self._task_defs_registered:
+            return
+        task_defs = [
+            worker.task_def if worker.task_def is not None else TaskDef(name=name)
+            for name, worker in self._workers.items()
+            if worker.register_task_def
+        ]
+        if task_defs:
+            self._client.metadata.register_task_defs(task_defs)
+            log.info("registered task definitions: %s", ", ".join(td.name for td in task_defs))
+        self._task_defs_registered = True
+
+
+__all__ = ["TaskManager"]

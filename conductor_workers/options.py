@@ -1,0 +1,166 @@
+"""``PollingOptions``: how a worker polls, as one frozen object swapped whole at runtime.
+
+Precedence, lowest first: code defaults < the manager's options < the worker's own < the environment
+< runtime updates (``update_polling_options`` / ``update_polling_option_for_worker``, latest wins).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import attrs
+
+from .errors import InvalidOptionError
+
+MAX_BATCH_POLL_TIMEOUT_MS = 5000  # the server refuses longer long-polls
+
+
+def _int_at_least(minimum: int, maximum: Optional[int] = None) -> Any:
+    def check(instance: object, attribute: "attrs.Attribute[int]", value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidOptionError(f"{attribute.name} must be an int, got {value!r}")
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+            raise InvalidOptionError(f"{attribute.name} must be {bound}, got {value!r}")
+
+    return check
+
+
+def _optional_str(instance: object, attribute: "attrs.Attribute[str]", value: Optional[str]) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise InvalidOptionError(f"{attribute.name} must be a non-empty string or None, got {value!r}")
+
+
+def _bool(instance: object, attribute: "attrs.Attribute[bool]", value: bool) -> None:
+    if not isinstance(value, bool):
+        raise InvalidOptionError(f"{attribute.name} must be True or False, got {value!r}")
+
+
+@attrs.frozen
+class PollingOptions:
+    """How a :class:`~conductor_workers.TaskRunner` polls.
+
+    :param poll_interval: milliseconds to wait after a poll that found nothing.
+    :param concurrency: tasks executed at once (the thread-pool size); never polls more than free slots.
+    :param domain: task domain to poll (None: tasks without a domain).
+    :param worker_id: identity sent with polls and results (None: this host's name).
+    :param batch_poll_timeout: milliseconds the server may hold an idle poll open (long-poll, ≤ 5000).
+    :param paused: stop polling without stopping the runner; in-flight tasks still finish.
+    :param lease_extend: send ``extendLease`` heartbeats while a task runs longer than ~80 % of its
+        ``responseTimeoutSeconds``.
+    """
+
+    poll_interval: int = attrs.field(default=100, validator=_int_at_least(0))
+    concurrency: int = attrs.field(default=1, validator=_int_at_least(1))
+    domain: Optional[str] = attrs.field(default=None, validator=_optional_str)
+    worker_id: Optional[str] = attrs.field(default=None, validator=_optional_str)
+    batch_poll_timeout: int = attrs.field(default=1000, validator=_int_at_least(0, MAX_BATCH_POLL_TIMEOUT_MS))
+    paused: bool = attrs.field(default=False, validator=_bool)
+    lease_extend: bool = attrs.field(default=False, validator=_bool)
+
+    def evolve(self, **changes: Any) -> "PollingOptions":
+        """A copy with ``changes``; unknown names and bad values raise InvalidOptionError."""
+        check_option_names(changes)
+        return attrs.evolve(self, **changes)
+
+    def explicit(self) -> Dict[str, Any]:
+        """The fields that differ from the defaults (what a manager-level options object sets)."""
+        return {
+            field.name: getattr(self, field.name)
+            for field in attrs.fields(PollingOptions)
+            if getattr(self, field.name) != field.default
+        }
+
+
+OPTION_NAMES: Tuple[str, ...] = tuple(field.name for field in attrs.fields(PollingOptions))
+
+
+def check_option_names(options: Mapping[str, Any]) -> None:
+    unknown = sorted(set(options) - set(OPTION_NAMES))
+    if unknown:
+        raise InvalidOptionError(
+            f"unknown polling option(s) {', '.join(unknown)}; valid options are {', '.join(OPTION_NAMES)}"
+        )
+
+
+# -- environment ---------------------------------------------------------------------------------
+
+# Property names as they appear in environment variables: ours, then the official Python SDK's.
+_ENV_ALIASES: Dict[str, Tuple[str, ...]] = {
+    "poll_interval": ("poll_interval", "polling_interval"),
+    "concurrency": ("concurrency", "thread_count"),
+    "domain": ("domain",),
+    "worker_id": ("worker_id",),
+    "batch_poll_timeout": ("batch_poll_timeout", "poll_timeout"),
+    "paused": ("paused",),
+    "lease_extend": ("lease_extend", "lease_extend_enabled"),
+}
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off", ""}
+
+
+def _candidate_names(task: str, prop: str) -> Tuple[str, ...]:
+    """Variable names for one property, highest priority first (the official SDK's order)."""
+    return (
+        f"conductor.worker.{task}.{prop}",
+        f"conductor_worker_{task}_{prop}",
+        f"CONDUCTOR_WORKER_{task.upper()}_{prop.upper()}",
+        f"CONDUCTOR_WORKER_{task}_{prop.upper()}",
+        f"conductor.worker.all.{prop}",
+        f"conductor_worker_all_{prop}",
+        f"CONDUCTOR_WORKER_ALL_{prop.upper()}",
+        f"conductor_worker_{prop}",
+        f"CONDUCTOR_WORKER_{prop.upper()}",
+    )
+
+
+def _parse(option: str, variable: str, raw: str) -> Any:
+    value = raw.strip()
+    if option in ("paused", "lease_extend"):
+        lowered = value.lower()
+        if lowered in _TRUE or lowered in _FALSE:
+            return lowered in _TRUE
+        raise InvalidOptionError(f"environment variable {variable}={raw!r}: expected true/false")
+    if option in ("poll_interval", "concurrency", "batch_poll_timeout"):
+        try:
+            return int(float(value))
+        except ValueError:
+            raise InvalidOptionError(f"environment variable {variable}={raw!r}: expected a number") from None
+    return value or None
+
+
+def options_from_env(task_def_name: str, environ: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+    """The polling options the environment sets for ``task_def_name`` (see the README's table).
+
+    Per property, a task-specific variable beats an ``all`` one, which beats a global one; within a
+    level our property name beats the official SDK's alias (``thread_count`` = ``concurrency``, ...).
+    """
+    env = os.environ if environ is None else environ
+    found: Dict[str, Any] = {}
+    for option, aliases in _ENV_ALIASES.items():
+        for level in range(9):
+            hit = next(
+                (name for name in (_candidate_names(task_def_name, alias)[level] for alias in aliases) if name in env),
+                None,
+            )
+            if hit is not None:
+                found[option] = _parse(option, hit, env[hit])
+                break
+    return found
+
+
+def resolve_options(
+    manager: Optional[Mapping[str, Any]] = None,
+    worker: Optional[Mapping[str, Any]] = None,
+    environment: Optional[Mapping[str, Any]] = None,
+) -> PollingOptions:
+    """Merge the layers in precedence order into validated options."""
+    merged: Dict[str, Any] = {}
+    for layer in (manager, worker, environment):
+        if layer:
+            check_option_names(layer)
+            merged.update(layer)
+    return PollingOptions(**merged)
+
+
+__all__ = ["OPTION_NAMES", "PollingOptions", "options_from_env", "resolve_options"]

@@ -1,0 +1,213 @@
+"""Defining workers: subclass :class:`Worker`, or decorate a function with :func:`worker_task`.
+
+Inside ``execute`` the current task is available from :func:`current_task`, and :func:`add_log`
+appends lines to the task's execution log; they travel with the result, whatever it is.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import threading
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+
+import attrs
+
+from .errors import InvalidOptionError, NonRetryableError
+from .models import Task, TaskDef, TaskExecLog, TaskResult
+from .options import OPTION_NAMES, check_option_names
+
+WorkerResult = Union[TaskResult, Mapping[str, Any], None, Any]
+
+_local = threading.local()
+
+
+class TaskContext:
+    """What the runner knows about the task a thread is executing."""
+
+    __slots__ = ("task", "logs")
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.logs: List[TaskExecLog] = []
+
+    def add_log(self, message: str) -> None:
+        self.logs.append(
+            TaskExecLog(log=str(message), task_id=self.task.task_id, created_time=int(time.time() * 1000))
+        )
+
+
+def current_task() -> Optional[Task]:
+    """The task this thread is executing, or None outside ``execute``."""
+    context: Optional[TaskContext] = getattr(_local, "context", None)
+    return context.task if context is not None else None
+
+
+def add_log(message: str) -> None:
+    """Append a line to the current task's execution log (sent with its result).
+
+    Outside ``execute`` this raises ``RuntimeError``: there is no task to attach the line to.
+    """
+    context: Optional[TaskContext] = getattr(_local, "context", None)
+    if context is None:
+        raise RuntimeError("add_log() called outside a worker's execute()")
+    context.add_log(message)
+
+
+class Worker:
+    """A worker for one task type. Subclass it and implement :meth:`execute`.
+
+    Polling options (``poll_interval`` in ms, ``concurrency``, ``domain``, ``worker_id``,
+    ``batch_poll_timeout`` in ms, ``paused``, ``lease_extend``) may be class attributes or
+    constructor keywords; unset ones come from the manager's options, the environment, or defaults.
+    ``register_task_def=True`` registers ``task_def`` (or a default definition) when polling starts.
+    """
+
+    task_def_name: str = ""
+    poll_interval: Optional[int] = None
+    concurrency: Optional[int] = None
+    domain: Optional[str] = None
+    worker_id: Optional[str] = None
+    batch_poll_timeout: Optional[int] = None
+    paused: Optional[bool] = None
+    lease_extend: Optional[bool] = None
+    register_task_def: bool = False
+    task_def: Optional[TaskDef] = None
+
+    def __init__(
+        self,
+        task_def_name: Optional[str] = None,
+        *,
+        register_task_def: Optional[bool] = None,
+        task_def: Optional[TaskDef] = None,
+        **options: Any,
+    ) -> None:
+        check_option_names(options)
+        if task_def_name is not None:
+            self.task_def_name = task_def_name
+        if not self.task_def_name or not isinstance(self.task_def_name, str):
+            raise InvalidOptionError(f"{type(self).__name__} needs a task_def_name (a non-empty string)")
+        for name, value in options.items():
+            setattr(self, name, value)
+        if register_task_def is not None:
+            self.register_task_def = register_task_def
+        if task_def is not None:
+            self.task_def = task_def
+        if inspect.iscoroutinefunction(type(self).execute):
+            raise InvalidOptionError(
+                f"{type(self).__name__}.execute is 'async def'; conductor_workers runs workers on threads: "
+                "make it a plain function (call asyncio.run() inside it if you must)"
+            )
+
+    def execute(self, task: Task) -> WorkerResult:
+        """Run the task. Return a dict (COMPLETED with that output), None, or a TaskResult; raise to fail."""
+        raise NotImplementedError(f"{type(self).__name__} must implement execute(task)")
+
+    def own_options(self) -> Dict[str, Any]:
+        """The polling options this worker sets itself (class attributes or constructor keywords)."""
+        return {name: getattr(self, name) for name in OPTION_NAMES if getattr(self, name, None) is not None}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.task_def_name!r}>"
+
+
+def _wants_task(fn: Callable[..., Any]) -> bool:
+    params = [p for p in inspect.signature(fn).parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if len(params) != 1:
+        return False
+    only = params[0]
+    annotation = only.annotation
+    # Annotations are strings under ``from __future__ import annotations``; never evaluate them.
+    if isinstance(annotation, str):
+        return only.name == "task" or annotation.split(".")[-1].strip("'\"") == "Task"
+    return only.name == "task" or annotation is Task
+
+
+class FunctionWorker(Worker):
+    """A :class:`Worker` made from a plain function by :func:`worker_task`. Calling it calls the function."""
+
+    def __init__(self, fn: Callable[..., Any], task_def_name: str, **options: Any) -> None:
+        if inspect.iscoroutinefunction(fn):
+            raise InvalidOptionError(
+                f"{fn.__qualname__} is 'async def'; conductor_workers runs workers on threads: "
+                "make it a plain function"
+            )
+        super().__init__(task_def_name, **options)
+        self.fn = fn
+        self._pass_task = _wants_task(fn)
+        signature = inspect.signature(fn)
+        self._params = [
+            p for p in signature.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        self._takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def execute(self, task: Task) -> WorkerResult:
+        if self._pass_task:
+            return self.fn(task)
+        return self.fn(**self._bind(task.input_data))
+
+    def _bind(self, input_data: Mapping[str, Any]) -> Dict[str, Any]:
+        kwargs: Dict[str, Any] = {}
+        for param in self._params:
+            if param.name in input_data:
+                kwargs[param.name] = input_data[param.name]
+            elif param.default is param.empty:
+                raise NonRetryableError(
+                    f"task input has no {param.name!r}, which {self.fn.__qualname__}() requires"
+                    f" (input keys: {', '.join(sorted(input_data)) or 'none'})"
+                )
+        if self._takes_kwargs:
+            kwargs.update({key: value for key, value in input_data.items() if key not in kwargs})
+        return kwargs
+
+    def __repr__(self) -> str:
+        return f"<worker_task {self.task_def_name!r} -> {self.fn.__qualname__}>"
+
+
+def worker_task(task_def_name: str, **options: Any) -> Callable[[Callable[..., Any]], FunctionWorker]:
+    """Turn a function into a :class:`Worker` for ``task_def_name``.
+
+    ``def greet(task)`` (or one parameter annotated ``Task``) receives the :class:`Task`; any other
+    signature receives the task's input keys as keyword arguments. Options are those of
+    :class:`Worker` (``concurrency=4``, ``poll_interval=100``, ``register_task_def=True``, ...).
+    """
+
+    def decorate(fn: Callable[..., Any]) -> FunctionWorker:
+        return FunctionWorker(fn, task_def_name, **options)
+
+    return decorate
+
+
+# -- turning what execute() returned into a TaskResult ------------------------------------------
+
+
+def _as_output(value: Any) -> Dict[str, Any]:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if attrs.has(type(value)):
+        return attrs.asdict(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, (str, int, float, bool, list, tuple)):
+        return {"result": value}  # the official Python SDK's convention for scalars
+    raise TypeError(
+        f"a worker returned {type(value).__name__}; return a dict, a dataclass/attrs instance, "
+        "a JSON scalar or list, None, or a TaskResult"
+    )
+
+
+def to_task_result(value: WorkerResult) -> TaskResult:
+    """What ``execute`` returned, as a TaskResult (ids not filled in yet)."""
+    if isinstance(value, TaskResult):
+        return value
+    if value is None:
+        return TaskResult.complete()
+    return TaskResult.complete(_as_output(value))
+
+
+__all__ = ["FunctionWorker", "TaskContext", "Worker", "add_log", "current_task", "to_task_result", "worker_task"]
