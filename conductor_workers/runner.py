@@ -23,7 +23,6 @@ import logging
 import socket
 import threading
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -34,9 +33,9 @@ from ._http import InvalidRequestError
 from .client import ConductorClient
 from .errors import APIError, ConductorError, EndpointNotSupportedError, InvalidResponseError, NonRetryableError
 from .events import TaskEvents, UpdateFailureHook, call_hook
-from .models import Task, TaskExecLog, TaskResult, TaskResultStatus
+from .models import Task, TaskResult, TaskResultStatus
 from .options import PollingOptions
-from .worker import TaskContext, Worker, _local, to_task_result
+from .worker import Worker, run_task
 
 log = logging.getLogger(__name__)
 
@@ -286,36 +285,23 @@ class TaskRunner:
                 self._poke()
 
     def _execute(self, task: Task, received: float) -> TaskResult:
-        context = TaskContext(task)
-        _local.context = context
         events = self._events
         if events is not None:
             call_hook(events.task_started, task)
-        if self._options.lease_extend:
+        lease = self._options.lease_extend
+        if lease:
             self._lease.track(task, received)
         started = time.monotonic()
-        error: Optional[BaseException] = None
         try:
-            result = to_task_result(self.worker.execute(task))
-        except NonRetryableError as exc:
-            error = exc
-            result = TaskResult.failed(str(exc) or type(exc).__name__, terminal=True)
-        except BaseException as exc:  # noqa: BLE001 - whatever the worker raises fails its task
-            error = exc
-            log.warning("%s: task %s raised %s: %s", self.task_type, task.task_id, type(exc).__name__, exc)
-            context.add_log("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
-            result = TaskResult.failed(str(exc) or type(exc).__name__)
+            result, error = run_task(self.worker, task)
         finally:
-            _local.context = None
-            self._lease.untrack(task.task_id)
-        result = attrs.evolve(
-            result,
-            task_id=result.task_id or task.task_id,
-            workflow_instance_id=result.workflow_instance_id or task.workflow_instance_id,
-            worker_id=result.worker_id or self._options.worker_id or self._hostname,
-            logs=context.logs + list(result.logs) if context.logs else result.logs,
-        )
-        self._count("failed" if result.status is not TaskResultStatus.COMPLETED else "completed")
+            if lease:
+                self._lease.untrack(task.task_id)
+        if error is not None and not isinstance(error, NonRetryableError):
+            log.warning("%s: task %s raised %s: %s", self.task_type, task.task_id, type(error).__name__, error)
+        if not result.worker_id:
+            result = attrs.evolve(result, worker_id=self._options.worker_id or self._hostname)
+        self._count("completed" if result.status is TaskResultStatus.COMPLETED else "failed")
         if events is not None:
             if error is not None:
                 call_hook(events.task_failed, task, error)

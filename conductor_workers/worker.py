@@ -10,7 +10,8 @@ import functools
 import inspect
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+import traceback
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import attrs
 
@@ -210,4 +211,43 @@ def to_task_result(value: WorkerResult) -> TaskResult:
     return TaskResult.complete(_as_output(value))
 
 
-__all__ = ["FunctionWorker", "TaskContext", "Worker", "add_log", "current_task", "to_task_result", "worker_task"]
+def run_task(worker: Worker, task: Task) -> Tuple[TaskResult, Optional[BaseException]]:
+    """Execute ``task`` with ``worker`` exactly as a runner does; never raises.
+
+    Returns the result addressed to the task (ids filled in, context logs attached) and the
+    exception ``execute`` raised, if any: ``NonRetryableError`` gives FAILED_WITH_TERMINAL_ERROR,
+    anything else FAILED with the message as reason and the traceback in the logs.
+    """
+    context = TaskContext(task)
+    _local.context = context
+    error: Optional[BaseException] = None
+    try:
+        result = to_task_result(worker.execute(task))
+    except NonRetryableError as exc:
+        error = exc
+        result = TaskResult.failed(str(exc) or type(exc).__name__, terminal=True)
+    except BaseException as exc:  # noqa: BLE001 - whatever the worker raises fails its task
+        error = exc
+        context.add_log("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        result = TaskResult.failed(str(exc) or type(exc).__name__)
+    finally:
+        _local.context = None
+    result = attrs.evolve(
+        result,
+        task_id=result.task_id or task.task_id,
+        workflow_instance_id=result.workflow_instance_id or task.workflow_instance_id,
+        logs=context.logs + list(result.logs) if context.logs else result.logs,
+    )
+    return result, error
+
+
+__all__ = [
+    "FunctionWorker",
+    "TaskContext",
+    "Worker",
+    "add_log",
+    "current_task",
+    "run_task",
+    "to_task_result",
+    "worker_task",
+]
