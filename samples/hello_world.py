@@ -9,16 +9,11 @@ runs against that server. Exits 0 when every workflow completed with the expecte
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
-import os
 import sys
 import time
-from typing import Iterator
 
+from _common import conductor_client
 from conductor_workers import (
-    ConductorClient,
-    Configuration,
     PollingOptions,
     Task,
     TaskDef,
@@ -79,19 +74,6 @@ def workflow_def() -> WorkflowDef:
     )
 
 
-@contextlib.contextmanager
-def conductor_server() -> Iterator[str]:
-    """The server URL: CONDUCTOR_SERVER_URL, or an embedded LocalConductor for the duration."""
-    url = os.environ.get("CONDUCTOR_SERVER_URL")
-    if url:
-        yield url
-        return
-    from conductor_workers.testing import LocalConductor
-
-    with LocalConductor() as server:
-        yield server.url
-
-
 def main(argv: "list[str] | None" = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workflows", type=int, default=100, help="workflows to run (default 100)")
@@ -99,13 +81,8 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for them all")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s",
-    )
 
-    with conductor_server() as url, ConductorClient(Configuration.from_env(server_url=url)) as client:
-        print(f"server: {url}")
+    with conductor_client(args.verbose) as client:
         client.metadata.register_task_defs(
             [TaskDef(name=w.task_def_name, retry_count=2, retry_delay_seconds=1, response_timeout_seconds=30)
              for w in (lookup, greet, shout)]
