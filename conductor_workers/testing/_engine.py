@@ -1,0 +1,1591 @@
+"""State machine and storage behind :class:`~conductor_workers.testing.LocalConductor`.
+
+The engine implements the SIMPLE-task subset of the Conductor server (conductor-oss 3.32.x):
+metadata (task and workflow definitions), workflow execution (start, decide, retry, timeouts,
+terminate, pause/resume, retry/restart, remove) and the task API (poll, long poll, update,
+update-v2, update by reference name, logs, queue sizes, poll data).
+
+Layout of this module:
+
+1. errors and constants;
+2. model helpers: defaults, type checks and validation of the JSON documents;
+3. expression resolution (``${workflow.input.x}``, ``${ref.output.y[0]}``);
+4. :class:`_Store`, the SQLite persistence (every piece of state lives there);
+5. :class:`Engine`, the public operations, the decider and the sweeper thread.
+
+Concurrency: one re-entrant lock guards the store; every public operation runs inside one
+transaction while holding it. Long-poll waiters wait on a :class:`threading.Condition` per queue
+(all built on that lock) and are notified the moment a task is pushed to their queue; delayed
+entries are handled by the waiter itself, which sleeps until the next entry of its queue is due.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import random
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+log = logging.getLogger(__name__)
+
+JSON = Dict[str, Any]
+
+# --------------------------------------------------------------------------------------------
+# 1. Errors and constants
+# --------------------------------------------------------------------------------------------
+
+VALIDATION_FAILED = "Validation failed, check below errors for detail."
+
+
+class EngineError(Exception):
+    """An error with an HTTP status; the HTTP layer turns it into an ``ErrorResponse``."""
+
+    status = 500
+
+    def __init__(self, message: str, validation_errors: Optional[List[JSON]] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.validation_errors = validation_errors
+
+
+class BadRequest(EngineError):
+    status = 400
+
+
+class NotFound(EngineError):
+    status = 404
+
+
+class Conflict(EngineError):
+    status = 409
+
+
+class ValidationFailed(BadRequest):
+    """A bean-validation failure: 400 with a ``validationErrors`` list."""
+
+    def __init__(self, errors: List[JSON]) -> None:
+        super().__init__(VALIDATION_FAILED, errors)
+
+
+def _violation(path: str, message: str, value: Any = None) -> JSON:
+    error: JSON = {"path": path, "message": message}
+    if value is not None:
+        error["invalidValue"] = value if isinstance(value, str) else json.dumps(value)
+    return error
+
+
+TASK_STATUSES = (
+    "IN_PROGRESS", "CANCELED", "FAILED", "FAILED_WITH_TERMINAL_ERROR", "COMPLETED",
+    "COMPLETED_WITH_ERRORS", "SCHEDULED", "TIMED_OUT", "SKIPPED",
+)
+TASK_TERMINAL = frozenset(
+    ("CANCELED", "FAILED", "FAILED_WITH_TERMINAL_ERROR", "COMPLETED", "COMPLETED_WITH_ERRORS",
+     "TIMED_OUT", "SKIPPED")
+)
+TASK_SUCCESSFUL = frozenset(("IN_PROGRESS", "COMPLETED", "COMPLETED_WITH_ERRORS", "SCHEDULED", "SKIPPED"))
+TASK_RETRIABLE = frozenset(
+    ("IN_PROGRESS", "FAILED", "COMPLETED", "COMPLETED_WITH_ERRORS", "SCHEDULED", "TIMED_OUT")
+)
+RESULT_STATUSES = ("IN_PROGRESS", "FAILED", "FAILED_WITH_TERMINAL_ERROR", "COMPLETED", "CANCELED")
+WORKFLOW_TERMINAL = frozenset(("COMPLETED", "FAILED", "TIMED_OUT", "TERMINATED"))
+TIMEOUT_POLICIES = ("RETRY", "TIME_OUT_WF", "ALERT_ONLY")
+RETRY_LOGICS = ("FIXED", "EXPONENTIAL_BACKOFF", "LINEAR_BACKOFF")
+WORKFLOW_TIMEOUT_POLICIES = ("TIME_OUT_WF", "ALERT_ONLY")
+
+#: How long a poll keeps a domain "active" for ``taskToDomain`` values with several domains.
+ACTIVE_DOMAIN_WINDOW_MS = 10_000
+
+
+def now_ms() -> int:
+    """The current time as epoch milliseconds (Conductor's unit for every timestamp)."""
+    return int(time.time() * 1000)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def queue_name(task_type: str, domain: Optional[str]) -> str:
+    """``[domain:]taskType``, the server's queue name for a SIMPLE task."""
+    return "%s:%s" % (domain, task_type) if domain else task_type
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Model helpers: defaults, type checks, validation
+# --------------------------------------------------------------------------------------------
+
+# A field spec is a type tag ("str", "int", "bool", "num", "dict", "list", "any") or a tuple of
+# allowed enum values.
+FieldSpec = Any
+
+TASK_DEF_FIELDS: Dict[str, FieldSpec] = {
+    "name": "str", "description": "str", "retryCount": "int", "timeoutSeconds": "int",
+    "inputKeys": "list", "outputKeys": "list", "timeoutPolicy": TIMEOUT_POLICIES,
+    "retryLogic": RETRY_LOGICS, "retryDelaySeconds": "int", "responseTimeoutSeconds": "int",
+    "concurrentExecLimit": "int", "inputTemplate": "dict", "rateLimitPerFrequency": "int",
+    "rateLimitFrequencyInSeconds": "int", "isolationGroupId": "str", "executionNameSpace": "str",
+    "ownerEmail": "str", "pollTimeoutSeconds": "int", "backoffScaleFactor": "int",
+    "maxRetryDelaySeconds": "int", "backoffJitterMs": "int", "totalTimeoutSeconds": "int",
+    "ownerApp": "str", "createTime": "int", "updateTime": "int", "createdBy": "str",
+    "updatedBy": "str", "baseType": "str", "enforceSchema": "bool", "inputSchema": "dict",
+    "outputSchema": "dict", "taskStatusListenerEnabled": "bool", "runtimeMetadata": "list",
+    "tags": "list",
+}
+TASK_DEF_DEFAULTS: JSON = {
+    "retryCount": 3, "timeoutSeconds": 0, "inputKeys": [], "outputKeys": [],
+    "timeoutPolicy": "TIME_OUT_WF", "retryLogic": "FIXED", "retryDelaySeconds": 60,
+    "responseTimeoutSeconds": 3600, "inputTemplate": {}, "rateLimitPerFrequency": 0,
+    "rateLimitFrequencyInSeconds": 1, "backoffScaleFactor": 1, "maxRetryDelaySeconds": 0,
+    "backoffJitterMs": 0, "totalTimeoutSeconds": 0, "enforceSchema": False,
+    "taskStatusListenerEnabled": True,
+}
+WORKFLOW_TASK_FIELDS: Dict[str, FieldSpec] = {
+    "name": "str", "taskReferenceName": "str", "description": "str", "inputParameters": "dict",
+    "type": "str", "startDelay": "int", "optional": "bool", "retryCount": "int",
+    "taskDefinition": "dict", "asyncComplete": "bool", "rateLimited": "bool", "permissive": "bool",
+}
+WORKFLOW_TASK_DEFAULTS: JSON = {
+    "inputParameters": {}, "type": "SIMPLE", "startDelay": 0, "optional": False,
+    "asyncComplete": False, "permissive": False, "decisionCases": {}, "defaultCase": [],
+    "forkTasks": [], "joinOn": [], "loopOver": [], "defaultExclusiveJoinTask": [],
+}
+WORKFLOW_DEF_FIELDS: Dict[str, FieldSpec] = {
+    "name": "str", "description": "str", "version": "int", "tasks": "list",
+    "inputParameters": "list", "outputParameters": "dict", "failureWorkflow": "str",
+    "schemaVersion": "int", "restartable": "bool", "workflowStatusListenerEnabled": "bool",
+    "ownerEmail": "str", "timeoutPolicy": WORKFLOW_TIMEOUT_POLICIES, "timeoutSeconds": "int",
+    "variables": "dict", "inputTemplate": "dict", "ownerApp": "str", "createTime": "int",
+    "updateTime": "int", "createdBy": "str", "updatedBy": "str", "enforceSchema": "bool",
+    "metadata": "dict", "maskedFields": "list",
+}
+WORKFLOW_DEF_DEFAULTS: JSON = {
+    "version": 1, "inputParameters": [], "outputParameters": {}, "schemaVersion": 2,
+    "restartable": True, "workflowStatusListenerEnabled": False, "timeoutPolicy": "ALERT_ONLY",
+    "timeoutSeconds": 0, "variables": {}, "inputTemplate": {}, "enforceSchema": True,
+    "metadata": {}, "maskedFields": [],
+}
+TASK_RESULT_FIELDS: Dict[str, FieldSpec] = {
+    "workflowInstanceId": "str", "taskId": "str", "reasonForIncompletion": "str",
+    "callbackAfterSeconds": "int", "workerId": "str", "status": RESULT_STATUSES,
+    "outputData": "dict", "logs": "list", "externalOutputPayloadStoragePath": "str",
+    "subWorkflowId": "str", "extendLease": "bool", "executionMetadata": "dict",
+    "supportsCancellation": "bool", "outputMessage": "any",
+}
+START_REQUEST_FIELDS: Dict[str, FieldSpec] = {
+    "name": "str", "version": "int", "correlationId": "str", "input": "dict",
+    "taskToDomain": "dict", "workflowDef": "dict", "externalInputPayloadStoragePath": "str",
+    "priority": "int", "createdBy": "str", "idempotencyKey": "str",
+    "idempotencyStrategy": ("FAIL", "RETURN_EXISTING", "FAIL_ON_RUNNING"),
+}
+
+_TYPE_NAMES = {
+    "str": "a string", "int": "an integer", "bool": "a boolean", "num": "a number",
+    "dict": "a JSON object", "list": "a JSON array",
+}
+
+
+def _type_ok(value: Any, kind: str) -> bool:
+    if kind == "any":
+        return True
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        if isinstance(value, bool):
+            return False
+        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if kind == "num":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "dict":
+        return isinstance(value, dict)
+    if kind == "list":
+        return isinstance(value, list)
+    raise AssertionError(kind)
+
+
+def check_fields(obj: Any, fields: Dict[str, FieldSpec], what: str) -> JSON:
+    """Check the JSON types of the known ``fields`` of ``obj``; return ``obj`` (ints normalised).
+
+    ``null`` is accepted everywhere (it means "the default"). Unknown keys are kept as they are.
+    Raises :class:`BadRequest` naming the field for a wrong type or an unknown enum value.
+    """
+    if not isinstance(obj, dict):
+        raise BadRequest("Invalid %s: expected a JSON object" % what)
+    for key, spec in fields.items():
+        value = obj.get(key)
+        if value is None:
+            continue
+        if isinstance(spec, tuple):
+            if not isinstance(value, str) or value not in spec:
+                raise BadRequest(
+                    "Invalid value %s for %s.%s: not one of the values accepted for Enum class: [%s]"
+                    % (json.dumps(value), what, key, ", ".join(spec))
+                )
+        elif not _type_ok(value, spec):
+            raise BadRequest(
+                "Invalid value %s for %s.%s: expected %s"
+                % (json.dumps(value)[:100], what, key, _TYPE_NAMES.get(spec, spec))
+            )
+        elif spec == "int":
+            obj[key] = int(value)
+    return obj
+
+
+def _with_defaults(obj: JSON, defaults: JSON) -> JSON:
+    result = {key: copy.deepcopy(value) for key, value in defaults.items()}
+    result.update({key: value for key, value in obj.items() if value is not None})
+    return result
+
+
+def normalise_task_def(raw: Any, path: str) -> JSON:
+    """Type-check and validate a TaskDef; return it with every default filled in."""
+    task_def = _with_defaults(check_fields(raw, TASK_DEF_FIELDS, "TaskDef"), TASK_DEF_DEFAULTS)
+    errors: List[JSON] = []
+    name = task_def.get("name")
+    if not name:
+        errors.append(_violation(path + ".name", "TaskDef name cannot be null or empty"))
+    if task_def["retryCount"] < 0:
+        errors.append(_violation(path + ".retryCount", "TaskDef retryCount: 0 must be >= 0",
+                                 str(task_def["retryCount"])))
+    rto = task_def["responseTimeoutSeconds"]
+    if rto < 1:
+        errors.append(_violation(
+            path + ".responseTimeoutSeconds",
+            "TaskDef responseTimeoutSeconds: %d should be minimum 1 second" % rto, str(rto)))
+    for key in ("pollTimeoutSeconds", "maxRetryDelaySeconds", "backoffJitterMs", "totalTimeoutSeconds"):
+        value = task_def.get(key)
+        if value is not None and value < 0:
+            errors.append(_violation(path + "." + key, "TaskDef %s: 0 must be >= 0" % key, str(value)))
+    if task_def["backoffScaleFactor"] < 1:
+        errors.append(_violation(path + ".backoffScaleFactor",
+                                 "Backoff scale factor. Applicable for LINEAR_BACKOFF",
+                                 str(task_def["backoffScaleFactor"])))
+    timeout = task_def["timeoutSeconds"]
+    if timeout > 0 and rto > timeout:
+        errors.append(_violation(path, "TaskDef: %s responseTimeoutSeconds: %d must be less than "
+                                       "timeoutSeconds: %d" % (name, rto, timeout)))
+    total = task_def["totalTimeoutSeconds"]
+    if timeout > 0 and total > 0 and timeout > total:
+        errors.append(_violation(path, "TaskDef: %s timeoutSeconds: %d must be less than or equal to "
+                                       "totalTimeoutSeconds: %d" % (name, timeout, total)))
+    if errors:
+        raise ValidationFailed(errors)
+    return task_def
+
+
+def normalise_workflow_def(raw: Any, path: str) -> JSON:
+    """Type-check and validate a WorkflowDef (SIMPLE tasks only); return it with defaults."""
+    wf_def = _with_defaults(check_fields(raw, WORKFLOW_DEF_FIELDS, "WorkflowDef"), WORKFLOW_DEF_DEFAULTS)
+    errors: List[JSON] = []
+    if not wf_def.get("name"):
+        errors.append(_violation(path + ".name", "WorkflowDef name cannot be null or empty"))
+    if wf_def["schemaVersion"] != 2:
+        errors.append(_violation(path + ".schemaVersion",
+                                 "workflowDef schemaVersion: 2 is only supported",
+                                 str(wf_def["schemaVersion"])))
+    tasks = wf_def.get("tasks") or []
+    if not tasks:
+        errors.append(_violation(path + ".tasks", "WorkflowTask list cannot be empty"))
+    normalised = []
+    for index, task in enumerate(tasks):
+        task_path = "%s.tasks[%d]" % (path, index)
+        normalised.append(_normalise_workflow_task(task, task_path, errors))
+    wf_def["tasks"] = normalised
+    seen = set()
+    for task in normalised:
+        ref = task.get("taskReferenceName")
+        if ref and ref in seen:
+            errors.append(_violation(path, "taskReferenceName: %s should be unique across tasks for a "
+                                           "given workflowDefinition: %s" % (ref, wf_def.get("name"))))
+        seen.add(ref)
+    if errors:
+        raise ValidationFailed(errors)
+    for task in normalised:
+        if task["type"] != "SIMPLE":
+            raise BadRequest(
+                "LocalConductor supports only SIMPLE tasks: task %r (%s) has type %s"
+                % (task["name"], task["taskReferenceName"], task["type"])
+            )
+    return wf_def
+
+
+def _normalise_workflow_task(raw: Any, path: str, errors: List[JSON]) -> JSON:
+    task = _with_defaults(check_fields(raw, WORKFLOW_TASK_FIELDS, "WorkflowTask"), WORKFLOW_TASK_DEFAULTS)
+    if not task.get("name"):
+        errors.append(_violation(path + ".name", "WorkflowTask name cannot be empty or null"))
+    if not task.get("taskReferenceName"):
+        errors.append(_violation(path + ".taskReferenceName",
+                                 "WorkflowTask taskReferenceName name cannot be empty or null"))
+    if task["startDelay"] < 0:
+        errors.append(_violation(path + ".startDelay", "startDelay must be >= 0", str(task["startDelay"])))
+    if task.get("taskDefinition") is not None:
+        task["taskDefinition"] = normalise_task_def(task["taskDefinition"], path + ".taskDefinition")
+    return task
+
+
+def check_task_result(raw: Any) -> JSON:
+    """Type-check and validate a TaskResult body (``POST /api/tasks`` and ``update-v2``)."""
+    result = check_fields(raw, TASK_RESULT_FIELDS, "TaskResult")
+    errors = []
+    if not result.get("workflowInstanceId"):
+        errors.append(_violation("updateTask.taskResult.workflowInstanceId",
+                                 "Workflow Id cannot be null or empty"))
+    if not result.get("taskId"):
+        errors.append(_violation("updateTask.taskResult.taskId", "Task ID cannot be null or empty"))
+    if errors:
+        raise ValidationFailed(errors)
+    for entry in result.get("logs") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("log", ""), str):
+            raise BadRequest("Invalid TaskResult.logs: expected a list of TaskExecLog objects")
+    return result
+
+
+def check_priority(priority: int) -> None:
+    if priority < 0:
+        raise ValidationFailed([_violation("startWorkflow.startWorkflowRequest.priority",
+                                           "priority: %d should be minimum 0" % priority, str(priority))])
+    if priority > 99:
+        raise ValidationFailed([_violation("startWorkflow.startWorkflowRequest.priority",
+                                           "priority: %d should be maximum 99" % priority, str(priority))])
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Expression resolution
+# --------------------------------------------------------------------------------------------
+
+_WHOLE_EXPRESSION = re.compile(r"^\$\{([^}]*)\}$")
+_EXPRESSION = re.compile(r"(?<!\$)\$\{([^}]*)\}")
+_PATH_TOKEN = re.compile(r"\[(\d+)\]|\['([^']*)'\]|\[\"([^\"]*)\"\]|([^.\[\]]+)")
+
+
+def lookup_path(document: Any, path: str) -> Any:
+    """Follow a JsonPath-like ``a.b[0]['c']`` path through ``document``; missing gives ``None``."""
+    path = path.strip()
+    if path.startswith("$."):
+        path = path[2:]
+    current = document
+    for match in _PATH_TOKEN.finditer(path):
+        index, quoted, dquoted, key = match.groups()
+        if index is not None:
+            if not isinstance(current, list) or int(index) >= len(current):
+                return None
+            current = current[int(index)]
+        else:
+            name = key if key is not None else (quoted if quoted is not None else dquoted)
+            if not isinstance(current, dict):
+                return None
+            current = current.get(name)
+        if current is None:
+            return None
+    return current
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def resolve(value: Any, document: JSON) -> Any:
+    """Resolve ``${...}`` expressions in ``value`` (recursively through dicts and lists).
+
+    A string that is exactly one expression keeps the JSON type of what it points to; embedded
+    expressions are interpolated as text (a missing value becomes the empty string, as on the
+    server); ``$${`` escapes an expression.
+    """
+    if isinstance(value, str):
+        whole = _WHOLE_EXPRESSION.match(value)
+        if whole and "${" not in whole.group(1):
+            path = whole.group(1)
+            return copy.deepcopy(lookup_path(document, path)) if path.strip() else ""
+        if "${" not in value:
+            return value
+        text = _EXPRESSION.sub(lambda m: _as_text(lookup_path(document, m.group(1))), value)
+        return text.replace("$${", "${")
+    if isinstance(value, dict):
+        return {key: resolve(item, document) for key, item in value.items()}
+    if isinstance(value, list):
+        return [resolve(item, document) for item in value]
+    return value
+
+
+_TASK_CONTEXT_FIELDS = (
+    "taskType", "status", "referenceTaskName", "retryCount", "correlationId", "pollCount",
+    "taskDefName", "scheduledTime", "startTime", "endTime", "workflowInstanceId", "taskId",
+    "reasonForIncompletion", "callbackAfterSeconds", "workerId", "iteration",
+)
+
+
+def expression_document(workflow: JSON, tasks: Sequence[JSON]) -> JSON:
+    """The document ``${...}`` expressions are evaluated against (see ParametersUtils)."""
+    wf_def = workflow.get("workflowDefinition") or {}
+    document: JSON = {
+        "workflow": {
+            "input": workflow.get("input") or {},
+            "output": workflow.get("output") or {},
+            "status": workflow.get("status"),
+            "workflowId": workflow.get("workflowId"),
+            "parentWorkflowId": workflow.get("parentWorkflowId"),
+            "parentWorkflowTaskId": workflow.get("parentWorkflowTaskId"),
+            "workflowType": wf_def.get("name"),
+            "version": wf_def.get("version"),
+            "correlationId": workflow.get("correlationId"),
+            "reasonForIncompletion": workflow.get("reasonForIncompletion"),
+            "schemaVersion": wf_def.get("schemaVersion"),
+            "variables": workflow.get("variables") or {},
+            "taskToDomain": workflow.get("taskToDomain") or {},
+            "createTime": workflow.get("createTime"),
+            "createdBy": workflow.get("createdBy"),
+        }
+    }
+    for task in tasks:  # in seq order: the latest attempt of a reference name wins
+        entry = {field: task.get(field) for field in _TASK_CONTEXT_FIELDS}
+        entry["input"] = task.get("inputData") or {}
+        entry["output"] = task.get("outputData") or {}
+        document[task["referenceTaskName"]] = entry
+    return document
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Storage
+# --------------------------------------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS task_defs (name TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS workflow_defs (
+    name TEXT NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (name, version));
+CREATE TABLE IF NOT EXISTS workflows (
+    workflow_id TEXT PRIMARY KEY, name TEXT NOT NULL, version INTEGER NOT NULL,
+    status TEXT NOT NULL, deadline INTEGER, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS workflows_by_name ON workflows (name, version, status);
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY, workflow_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    status TEXT NOT NULL, deadline INTEGER, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS tasks_by_workflow ON tasks (workflow_id, seq);
+CREATE INDEX IF NOT EXISTS tasks_by_deadline ON tasks (deadline) WHERE deadline IS NOT NULL;
+CREATE TABLE IF NOT EXISTS queue (
+    task_id TEXT PRIMARY KEY, queue_name TEXT NOT NULL, priority INTEGER NOT NULL,
+    due INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS queue_by_priority ON queue (queue_name, priority DESC, due);
+CREATE TABLE IF NOT EXISTS poll_data (
+    queue_name TEXT NOT NULL, domain TEXT NOT NULL, worker_id TEXT, last_poll_time INTEGER NOT NULL,
+    PRIMARY KEY (queue_name, domain));
+CREATE TABLE IF NOT EXISTS task_logs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, task_id TEXT NOT NULL, log TEXT NOT NULL,
+    created_time INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS task_logs_by_task ON task_logs (task_id);
+"""
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+class _Store:
+    """SQLite persistence: JSON documents plus the few columns the engine queries on.
+
+    Not thread-safe by itself: the :class:`Engine` serialises access with its lock.
+    """
+
+    def __init__(self, db_path: Optional[str]) -> None:
+        self._db = sqlite3.connect(db_path or ":memory:", check_same_thread=False, isolation_level=None)
+        if db_path:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._depth = 0
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One transaction; nested uses join the outer one."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._db.execute("BEGIN")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self._db.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self._db.execute("COMMIT")
+
+    def _one(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        row = self._db.execute(sql, args).fetchone()
+        return None if row is None else row[0]
+
+    def _bodies(self, sql: str, args: Sequence[Any] = ()) -> List[JSON]:
+        return [json.loads(row[0]) for row in self._db.execute(sql, args)]
+
+    # Task definitions -----------------------------------------------------------------------
+    def put_task_def(self, task_def: JSON) -> None:
+        self._db.execute("INSERT OR REPLACE INTO task_defs VALUES (?, ?)",
+                         (task_def["name"], _dumps(task_def)))
+
+    def get_task_def(self, name: str) -> Optional[JSON]:
+        body = self._one("SELECT body FROM task_defs WHERE name = ?", (name,))
+        return None if body is None else json.loads(body)
+
+    def task_defs(self) -> List[JSON]:
+        return self._bodies("SELECT body FROM task_defs ORDER BY name")
+
+    def delete_task_def(self, name: str) -> bool:
+        return self._db.execute("DELETE FROM task_defs WHERE name = ?", (name,)).rowcount > 0
+
+    # Workflow definitions -------------------------------------------------------------------
+    def put_workflow_def(self, wf_def: JSON) -> None:
+        self._db.execute("INSERT OR REPLACE INTO workflow_defs VALUES (?, ?, ?)",
+                         (wf_def["name"], wf_def["version"], _dumps(wf_def)))
+
+    def get_workflow_def(self, name: str, version: Optional[int]) -> Optional[JSON]:
+        if version is None:
+            body = self._one("SELECT body FROM workflow_defs WHERE name = ? ORDER BY version DESC LIMIT 1",
+                             (name,))
+        else:
+            body = self._one("SELECT body FROM workflow_defs WHERE name = ? AND version = ?", (name, version))
+        return None if body is None else json.loads(body)
+
+    def workflow_defs(self) -> List[JSON]:
+        return self._bodies("SELECT body FROM workflow_defs ORDER BY name, version")
+
+    def delete_workflow_def(self, name: str, version: int) -> bool:
+        cursor = self._db.execute("DELETE FROM workflow_defs WHERE name = ? AND version = ?", (name, version))
+        return cursor.rowcount > 0
+
+    # Workflows and tasks --------------------------------------------------------------------
+    def put_workflow(self, workflow: JSON, deadline: Optional[int]) -> None:
+        wf_def = workflow["workflowDefinition"]
+        self._db.execute(
+            "INSERT OR REPLACE INTO workflows VALUES (?, ?, ?, ?, ?, ?)",
+            (workflow["workflowId"], wf_def["name"], wf_def["version"], workflow["status"], deadline,
+             _dumps(workflow)),
+        )
+
+    def get_workflow(self, workflow_id: str) -> Optional[JSON]:
+        body = self._one("SELECT body FROM workflows WHERE workflow_id = ?", (workflow_id,))
+        return None if body is None else json.loads(body)
+
+    def delete_workflow(self, workflow_id: str) -> None:
+        task_ids = [row[0] for row in self._db.execute(
+            "SELECT task_id FROM tasks WHERE workflow_id = ?", (workflow_id,))]
+        for task_id in task_ids:
+            self.remove_from_queue(task_id)
+            self._db.execute("DELETE FROM task_logs WHERE task_id = ?", (task_id,))
+        self._db.execute("DELETE FROM tasks WHERE workflow_id = ?", (workflow_id,))
+        self._db.execute("DELETE FROM workflows WHERE workflow_id = ?", (workflow_id,))
+
+    def pending_workflow_ids(self, name: str, version: int) -> List[str]:
+        rows = self._db.execute(
+            "SELECT workflow_id FROM workflows WHERE name = ? AND version = ? "
+            "AND status IN ('RUNNING', 'PAUSED') ORDER BY rowid", (name, version))
+        return [row[0] for row in rows]
+
+    def put_task(self, task: JSON, deadline: Optional[int]) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?)",
+            (task["taskId"], task["workflowInstanceId"], task["seq"], task["status"], deadline, _dumps(task)),
+        )
+
+    def get_task(self, task_id: str) -> Optional[JSON]:
+        body = self._one("SELECT body FROM tasks WHERE task_id = ?", (task_id,))
+        return None if body is None else json.loads(body)
+
+    def workflow_tasks(self, workflow_id: str) -> List[JSON]:
+        return self._bodies("SELECT body FROM tasks WHERE workflow_id = ? ORDER BY seq", (workflow_id,))
+
+    def delete_workflow_tasks(self, workflow_id: str) -> None:
+        for (task_id,) in self._db.execute("SELECT task_id FROM tasks WHERE workflow_id = ?", (workflow_id,)):
+            self.remove_from_queue(task_id)
+        self._db.execute("DELETE FROM tasks WHERE workflow_id = ?", (workflow_id,))
+
+    def due_workflow_ids(self, now: int) -> List[str]:
+        """Workflows with a deadline (their own or one of their tasks') that has passed."""
+        rows = self._db.execute(
+            "SELECT workflow_id FROM workflows WHERE deadline IS NOT NULL AND deadline <= ? "
+            "UNION SELECT t.workflow_id FROM tasks t JOIN workflows w USING (workflow_id) "
+            "WHERE t.deadline IS NOT NULL AND t.deadline <= ? AND w.status = 'RUNNING'",
+            (now, now))
+        return [row[0] for row in rows]
+
+    def next_deadline(self) -> Optional[int]:
+        first = self._one("SELECT MIN(deadline) FROM workflows WHERE deadline IS NOT NULL")
+        second = self._one(
+            "SELECT MIN(t.deadline) FROM tasks t JOIN workflows w USING (workflow_id) "
+            "WHERE t.deadline IS NOT NULL AND w.status = 'RUNNING'")
+        candidates = [value for value in (first, second) if value is not None]
+        return min(candidates) if candidates else None
+
+    # Queues ---------------------------------------------------------------------------------
+    def push(self, task_id: str, queue: str, priority: int, due: int) -> None:
+        # Delete first so that a postponed entry goes to the back of its priority class.
+        self._db.execute("DELETE FROM queue WHERE task_id = ?", (task_id,))
+        self._db.execute("INSERT INTO queue VALUES (?, ?, ?, ?)", (task_id, queue, priority, due))
+
+    def remove_from_queue(self, task_id: str) -> None:
+        self._db.execute("DELETE FROM queue WHERE task_id = ?", (task_id,))
+
+    def pop(self, queue: str, count: int, now: int) -> List[str]:
+        rows = self._db.execute(
+            "SELECT task_id FROM queue WHERE queue_name = ? AND due <= ? "
+            "ORDER BY priority DESC, due, rowid LIMIT ?", (queue, now, count)).fetchall()
+        for (task_id,) in rows:
+            self._db.execute("DELETE FROM queue WHERE task_id = ?", (task_id,))
+        return [row[0] for row in rows]
+
+    def next_due(self, queue: str) -> Optional[int]:
+        return self._one("SELECT MIN(due) FROM queue WHERE queue_name = ?", (queue,))
+
+    def queue_size(self, queue: str) -> int:
+        return int(self._one("SELECT COUNT(*) FROM queue WHERE queue_name = ?", (queue,)))
+
+    def queue_sizes(self) -> Dict[str, int]:
+        rows = self._db.execute("SELECT queue_name, COUNT(*) FROM queue GROUP BY queue_name ORDER BY 1")
+        return {name: count for name, count in rows}
+
+    # Poll data and logs ---------------------------------------------------------------------
+    def put_poll_data(self, task_type: str, domain: str, worker_id: Optional[str], when: int) -> None:
+        self._db.execute("INSERT OR REPLACE INTO poll_data VALUES (?, ?, ?, ?)",
+                         (task_type, domain, worker_id, when))
+
+    def poll_data(self, task_type: Optional[str]) -> List[Tuple[str, str, Optional[str], int]]:
+        if task_type is None:
+            return list(self._db.execute("SELECT * FROM poll_data ORDER BY queue_name, domain"))
+        return list(self._db.execute("SELECT * FROM poll_data WHERE queue_name = ? ORDER BY domain",
+                                     (task_type,)))
+
+    def add_log(self, task_id: str, text: str, created: int) -> None:
+        self._db.execute("INSERT INTO task_logs (task_id, log, created_time) VALUES (?, ?, ?)",
+                         (task_id, text, created))
+
+    def logs(self, task_id: str) -> List[JSON]:
+        rows = self._db.execute(
+            "SELECT log, created_time FROM task_logs WHERE task_id = ? ORDER BY id", (task_id,))
+        return [{"log": text, "taskId": task_id, "createdTime": created} for text, created in rows]
+
+
+# --------------------------------------------------------------------------------------------
+# 5. The engine
+# --------------------------------------------------------------------------------------------
+
+
+class _Terminate(Exception):
+    """Raised inside the decider to end a workflow (TerminateWorkflowException)."""
+
+    def __init__(self, reason: str, status: str = "FAILED", task: Optional[JSON] = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.task = task
+
+
+def _strip_nulls(obj: JSON) -> JSON:
+    return {key: value for key, value in obj.items() if value is not None}
+
+
+def task_view(task: JSON) -> JSON:
+    """The ``Task`` JSON as the server serialises it (null fields omitted, computed fields added)."""
+    view = _strip_nulls(task)
+    workflow_task = task.get("workflowTask") or {}
+    if workflow_task.get("taskDefinition") is not None:
+        view["taskDefinition"] = workflow_task["taskDefinition"]
+    view["queueWaitTime"] = _queue_wait_time(task)
+    view["loopOverTask"] = (task.get("iteration") or 0) > 0
+    return view
+
+
+def _queue_wait_time(task: JSON) -> int:
+    start, scheduled = task.get("startTime") or 0, task.get("scheduledTime") or 0
+    if start > 0 and scheduled > 0:
+        update, callback = task.get("updateTime") or 0, task.get("callbackAfterSeconds") or 0
+        if update > 0 and callback > 0:
+            return max(0, now_ms() - (update + callback * 1000))
+        return start - scheduled
+    return 0
+
+
+def _task_def_of(task: JSON) -> JSON:
+    return (task.get("workflowTask") or {}).get("taskDefinition") or dict(TASK_DEF_DEFAULTS)
+
+
+def _task_deadline(task: JSON) -> Optional[int]:
+    """When the sweeper must next look at ``task`` (response, task and poll timeouts)."""
+    status = task["status"]
+    if status in TASK_TERMINAL or task.get("retried") or task.get("executed"):
+        return None
+    task_def = _task_def_of(task)
+    candidates = []
+    callback_ms = (task.get("callbackAfterSeconds") or 0) * 1000
+    start_delay_ms = (task.get("startDelayInSeconds") or 0) * 1000
+    rto = task_def.get("responseTimeoutSeconds") or 0
+    if status == "IN_PROGRESS" and rto > 0:
+        candidates.append(task["updateTime"] + rto * 1000 + callback_ms)
+    alerts_only = task_def.get("timeoutPolicy") == "ALERT_ONLY"
+    timeout = task_def.get("timeoutSeconds") or 0
+    if timeout > 0 and task.get("startTime", 0) > 0 and not alerts_only:
+        candidates.append(task["startTime"] + start_delay_ms + timeout * 1000)
+    poll_timeout = task_def.get("pollTimeoutSeconds") or 0
+    if status == "SCHEDULED" and poll_timeout > 0 and not alerts_only:
+        candidates.append(task["scheduledTime"] + start_delay_ms + poll_timeout * 1000 + callback_ms)
+    return min(candidates) if candidates else None
+
+
+def _workflow_deadline(workflow: JSON) -> Optional[int]:
+    wf_def = workflow["workflowDefinition"]
+    timeout = wf_def.get("timeoutSeconds") or 0
+    if workflow["status"] in WORKFLOW_TERMINAL or timeout <= 0:
+        return None
+    if wf_def.get("timeoutPolicy") != "TIME_OUT_WF":
+        return None
+    base = workflow.get("lastRetriedTime") or workflow["createTime"]
+    return base + timeout * 1000
+
+
+def _retry_delay_seconds(task_def: JSON, retry_count: int) -> int:
+    base = task_def.get("retryDelaySeconds") or 0
+    logic = task_def.get("retryLogic") or "FIXED"
+    if logic == "LINEAR_BACKOFF":
+        delay = base * (task_def.get("backoffScaleFactor") or 1) * (retry_count + 1)
+    elif logic == "EXPONENTIAL_BACKOFF":
+        delay = base * 2 ** retry_count
+    else:
+        delay = base
+    cap = task_def.get("maxRetryDelaySeconds") or 0
+    return min(delay, cap) if cap > 0 else delay
+
+
+class Engine:
+    """The Conductor state machine. Every public method is thread-safe.
+
+    Methods raise :class:`EngineError` subclasses for client errors; the HTTP layer maps them.
+    """
+
+    def __init__(self, db_path: Optional[str] = None, sweep_interval: float = 0.5) -> None:
+        self._lock = threading.RLock()
+        self._store = _Store(db_path)
+        self._sweep_interval = sweep_interval
+        self._queue_waiters: Dict[str, threading.Condition] = {}
+        self._sweeper_wakeup = threading.Condition(self._lock)
+        self._sweeper_next = 0.0  # epoch ms the sweeper sleeps until
+        self._sweeper: Optional[threading.Thread] = None
+        self._closed = False
+
+    # Life cycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the sweeper thread."""
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="local-conductor-sweeper", daemon=True)
+        self._sweeper.start()
+
+    def wake_all(self) -> None:
+        """Stop accepting long polls and release every waiting poller (used by shutdown)."""
+        with self._lock:
+            self._closed = True
+            for condition in self._queue_waiters.values():
+                condition.notify_all()
+            self._sweeper_wakeup.notify_all()
+
+    def close(self) -> None:
+        """Stop the sweeper, wake every waiter and close the database."""
+        self.wake_all()
+        if self._sweeper is not None:
+            self._sweeper.join()
+            self._sweeper = None
+        with self._lock:
+            self._store.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[_Store]:
+        with self._lock, self._store.transaction():
+            yield self._store
+
+    # Metadata: task definitions -------------------------------------------------------------
+    def register_task_defs(self, raw: Any) -> None:
+        if not isinstance(raw, list):
+            raise BadRequest("Invalid request body: expected a JSON array of TaskDef")
+        if not raw:
+            raise ValidationFailed([_violation("registerTaskDef.taskDefinitions",
+                                               "size must be between 1 and 2147483647")])
+        task_defs = [normalise_task_def(item, "registerTaskDef.taskDefinitions[%d]" % index)
+                     for index, item in enumerate(raw)]
+        with self._tx() as store:
+            for task_def in task_defs:
+                existing = store.get_task_def(task_def["name"])
+                task_def.setdefault("createTime", (existing or {}).get("createTime") or now_ms())
+                if existing:
+                    task_def["updateTime"] = now_ms()
+                store.put_task_def(task_def)
+
+    def update_task_def(self, raw: Any) -> None:
+        task_def = normalise_task_def(raw, "updateTaskDef.taskDefinition")
+        with self._tx() as store:
+            existing = store.get_task_def(task_def["name"])
+            if existing is None:
+                raise NotFound("No such task by name %s" % task_def["name"])
+            task_def["createTime"] = existing.get("createTime")
+            task_def["updateTime"] = now_ms()
+            store.put_task_def(task_def)
+
+    def task_defs(self) -> List[JSON]:
+        with self._tx() as store:
+            return store.task_defs()
+
+    def task_def(self, name: str) -> JSON:
+        with self._tx() as store:
+            task_def = store.get_task_def(name)
+        if task_def is None:
+            raise NotFound("No such taskType found by name: %s" % name)
+        return task_def
+
+    def delete_task_def(self, name: str) -> None:
+        with self._tx() as store:
+            if not store.delete_task_def(name):
+                raise NotFound("No such task definition")
+
+    # Metadata: workflow definitions ---------------------------------------------------------
+    def create_workflow_def(self, raw: Any, overwrite: bool) -> None:
+        wf_def = normalise_workflow_def(raw, "registerWorkflowDef.workflowDef")
+        with self._tx() as store:
+            existing = store.get_workflow_def(wf_def["name"], wf_def["version"])
+            if existing is not None and not overwrite:
+                raise Conflict("Workflow with %s.%d already exists!" % (wf_def["name"], wf_def["version"]))
+            self._stamp(wf_def, existing)
+            store.put_workflow_def(wf_def)
+
+    def upsert_workflow_defs(self, raw: Any) -> JSON:
+        """``PUT /api/metadata/workflow``: create or update each; returns a BulkResponse."""
+        if not isinstance(raw, list):
+            raise BadRequest("Invalid request body: expected a JSON array of WorkflowDef")
+        wf_defs = [normalise_workflow_def(item, "updateWorkflowDef.workflowDefs[%d]" % index)
+                   for index, item in enumerate(raw)]
+        with self._tx() as store:
+            for wf_def in wf_defs:
+                self._stamp(wf_def, store.get_workflow_def(wf_def["name"], wf_def["version"]))
+                store.put_workflow_def(wf_def)
+        return {
+            "bulkErrorResults": {},
+            "bulkSuccessfulResults": [wf_def["name"] for wf_def in wf_defs],
+            "message": "Bulk Request has been processed.",
+        }
+
+    @staticmethod
+    def _stamp(wf_def: JSON, existing: Optional[JSON]) -> None:
+        if existing is None:
+            wf_def.setdefault("createTime", now_ms())
+        else:
+            wf_def["createTime"] = existing.get("createTime")
+            wf_def["updateTime"] = now_ms()
+
+    def workflow_def(self, name: str, version: Optional[int]) -> JSON:
+        with self._tx() as store:
+            wf_def = store.get_workflow_def(name, version)
+        if wf_def is None:
+            raise NotFound("No such workflow found by name: %s, version: %s" % (name, _java_str(version)))
+        return wf_def
+
+    def workflow_defs(self) -> List[JSON]:
+        with self._tx() as store:
+            return store.workflow_defs()
+
+    def delete_workflow_def(self, name: str, version: int) -> None:
+        with self._tx() as store:
+            if not store.delete_workflow_def(name, version):
+                raise NotFound("No such workflow definition: %s version: %d" % (name, version))
+
+    # Workflows ------------------------------------------------------------------------------
+    def start_workflow(self, request: Any) -> str:
+        """Start a workflow from a StartWorkflowRequest document; return its id."""
+        request = check_fields(request, START_REQUEST_FIELDS, "StartWorkflowRequest")
+        if request.get("name") is None:
+            raise ValidationFailed([_violation("startWorkflow.startWorkflowRequest.name",
+                                               "Workflow name cannot be null or empty")])
+        if "input" in request and request["input"] is None:
+            raise BadRequest("NULL input passed when starting workflow")
+        priority = request.get("priority") or 0
+        check_priority(priority)
+        task_to_domain = request.get("taskToDomain") or {}
+        if not all(isinstance(value, str) for value in task_to_domain.values()):
+            raise BadRequest("Invalid StartWorkflowRequest.taskToDomain: values must be strings")
+        inline = request.get("workflowDef")
+        inline_def = normalise_workflow_def(inline, "startWorkflow.workflowDef") if inline else None
+        with self._tx() as store:
+            wf_def = inline_def or store.get_workflow_def(request["name"], request.get("version"))
+            if wf_def is None:
+                raise NotFound("No such workflow found by name: %s, version: %s"
+                               % (request["name"], _java_str(request.get("version"))))
+            workflow = self._new_workflow(store, wf_def, request, priority, task_to_domain)
+            store.put_workflow(workflow, _workflow_deadline(workflow))
+            self._decide(workflow, [])
+            return workflow["workflowId"]
+
+    def _new_workflow(self, store: _Store, wf_def: JSON, request: JSON, priority: int,
+                      task_to_domain: Dict[str, str]) -> JSON:
+        wf_def = copy.deepcopy(wf_def)
+        for workflow_task in wf_def["tasks"]:
+            if workflow_task.get("taskDefinition") is None:
+                registered = store.get_task_def(workflow_task["name"])
+                ad_hoc = dict(TASK_DEF_DEFAULTS, name=workflow_task["name"])
+                workflow_task["taskDefinition"] = registered or ad_hoc
+        workflow_input = dict(request.get("input") or {})
+        for key, value in (wf_def.get("inputTemplate") or {}).items():
+            workflow_input.setdefault(key, value)
+        now = now_ms()
+        return {
+            "createTime": now, "updateTime": now, "createdBy": request.get("createdBy"),
+            "status": "RUNNING", "endTime": 0, "workflowId": new_id(), "input": workflow_input,
+            "output": {}, "correlationId": request.get("correlationId"), "taskToDomain": task_to_domain,
+            "failedReferenceTaskNames": [], "failedTaskNames": [], "workflowDefinition": wf_def,
+            "priority": priority, "variables": copy.deepcopy(wf_def.get("variables") or {}),
+            "lastRetriedTime": 0, "history": [], "idempotencyKey": request.get("idempotencyKey"),
+            "rateLimited": False,
+        }
+
+    def get_workflow(self, workflow_id: str, include_tasks: bool = True) -> JSON:
+        with self._tx() as store:
+            workflow = self._load_workflow(store, workflow_id)
+            tasks = store.workflow_tasks(workflow_id) if include_tasks else []
+        return self._workflow_view(workflow, tasks)
+
+    @staticmethod
+    def _workflow_view(workflow: JSON, tasks: List[JSON]) -> JSON:
+        view = _strip_nulls(workflow)
+        view["tasks"] = [task_view(task) for task in tasks]
+        view["startTime"] = workflow["createTime"]
+        view["workflowName"] = workflow["workflowDefinition"]["name"]
+        view["workflowVersion"] = workflow["workflowDefinition"]["version"]
+        return view
+
+    @staticmethod
+    def _load_workflow(store: _Store, workflow_id: str) -> JSON:
+        workflow = store.get_workflow(workflow_id)
+        if workflow is None:
+            raise NotFound("No such workflow found by id: %s" % workflow_id)
+        return workflow
+
+    def terminate(self, workflow_id: str, reason: Optional[str]) -> None:
+        with self._tx() as store:
+            workflow = self._load_workflow(store, workflow_id)
+            if workflow["status"] == "COMPLETED":
+                raise Conflict("Cannot terminate a COMPLETED workflow.")
+            if workflow["status"] == "TERMINATED":
+                return
+            tasks = store.workflow_tasks(workflow_id)
+            self._end_workflow(workflow, tasks, "TERMINATED", reason, force_status=True)
+
+    def pause(self, workflow_id: str) -> None:
+        with self._tx() as store:
+            workflow = self._load_workflow(store, workflow_id)
+            if workflow["status"] in WORKFLOW_TERMINAL:
+                raise Conflict("Workflow %s has ended, status cannot be updated." % _short(workflow))
+            if workflow["status"] != "PAUSED":
+                workflow["status"] = "PAUSED"
+                self._save_workflow(workflow)
+
+    def resume(self, workflow_id: str) -> None:
+        with self._tx() as store:
+            workflow = self._load_workflow(store, workflow_id)
+            if workflow["status"] != "PAUSED":
+                raise EngineError("The workflow %s is not PAUSED so cannot resume. Current status is %s"
+                                  % (workflow_id, workflow["status"]))
+            workflow["status"] = "RUNNING"
+            workflow["lastRetriedTime"] = now_ms()
+            self._save_workflow(workflow)
+            self._decide(workflow, store.workflow_tasks(workflow_id))
+
+    def retry(self, workflow_id: str) -> None:
+        """Reschedule the last unsuccessful attempt of every failed reference name."""
+        with self._tx() as store:
+            workflow = self._load_workflow(store, workflow_id)
+            if workflow["status"] not in WORKFLOW_TERMINAL:
+                raise NotFound("Workflow is still running.  status=%s" % workflow["status"])
+            tasks = store.workflow_tasks(workflow_id)
+            if not tasks:
+                raise Conflict("Workflow has not started yet")
+            retriable: Dict[str, JSON] = {}
+            for task in tasks:
+                if task["status"] in ("FAILED", "FAILED_WITH_TERMINAL_ERROR", "TIMED_OUT", "CANCELED"):
+                    retriable[task["referenceTaskName"]] = task
+                else:
+                    retriable.pop(task["referenceTaskName"], None)
+            if not retriable and workflow["status"] != "TIMED_OUT":
+                raise Conflict("There are no retryable tasks! Use restart if you want to attempt "
+                               "entire workflow execution again.")
+            workflow.update(status="RUNNING", lastRetriedTime=now_ms(), reasonForIncompletion=None)
+            self._save_workflow(workflow)
+            for old in sorted(retriable.values(), key=lambda t: t["seq"]):
+                new = self._copy_for_retry(workflow, tasks, old, delay=0)
+                old["retried"] = old["executed"] = True
+                self._save_task(old)
+                self._schedule(workflow, tasks, [new])
+            self._decide(workflow, tasks)
+
+    def restart(self, workflow_id: str, use_latest_definitions: bool = False) -> None:
+        with self._tx() as store:
+            workflow = self._load_workflow(store, workflow_id)
+            if workflow["status"] not in WORKFLOW_TERMINAL:
+                raise Conflict("Workflow: %s is not in terminal state, unable to restart." % _long(workflow))
+            if use_latest_definitions:
+                latest = store.get_workflow_def(workflow["workflowDefinition"]["name"], None)
+                if latest is None:
+                    raise NotFound("Unable to find latest definition for %s" % workflow_id)
+                workflow["workflowDefinition"] = self._new_workflow(store, latest, {}, 0, {})[
+                    "workflowDefinition"]
+            restartable = workflow["workflowDefinition"].get("restartable", True)
+            if not restartable and workflow["status"] == "COMPLETED":
+                raise NotFound("Workflow: %s is non-restartable" % _long(workflow))
+            store.delete_workflow_tasks(workflow_id)
+            workflow.update(status="RUNNING", reasonForIncompletion=None, createTime=now_ms(), endTime=0,
+                            lastRetriedTime=0, output={})
+            self._save_workflow(workflow)
+            self._decide(workflow, [])
+
+    def remove(self, workflow_id: str, archive: bool = True) -> None:
+        with self._tx() as store:
+            workflow = self._load_workflow(store, workflow_id)
+            if archive and workflow["status"] not in WORKFLOW_TERMINAL:
+                raise BadRequest("Cannot archive workflow: %s with status: %s"
+                                 % (workflow_id, workflow["status"]))
+            store.delete_workflow(workflow_id)
+
+    def running(self, name: str, version: int) -> List[str]:
+        with self._tx() as store:
+            return store.pending_workflow_ids(name, version)
+
+    # Tasks: poll ----------------------------------------------------------------------------
+    def poll(self, task_type: str, worker_id: Optional[str], domain: Optional[str],
+             count: int = 1, timeout_ms: int = 0) -> List[JSON]:
+        """Batch poll: return when ``count`` tasks were taken or ``timeout_ms`` has passed."""
+        queue = queue_name(task_type, domain)
+        deadline = time.monotonic() + timeout_ms / 1000.0
+        taken: List[JSON] = []
+        with self._lock:
+            condition = self._queue_waiters.get(queue)
+            if condition is None:
+                condition = self._queue_waiters[queue] = threading.Condition(self._lock)
+            with self._store.transaction():
+                self._store.put_poll_data(task_type, domain or "", worker_id, now_ms())
+            while not self._closed:
+                with self._store.transaction():
+                    taken.extend(self._take(queue, count - len(taken), worker_id))
+                remaining = deadline - time.monotonic()
+                if len(taken) >= count or remaining <= 0:
+                    break
+                condition.wait(self._wait_for_queue(queue, remaining))
+        return [task_view(task) for task in taken]
+
+    def _wait_for_queue(self, queue: str, remaining: float) -> float:
+        next_due = self._store.next_due(queue)
+        if next_due is None:
+            return remaining
+        return max(0.0, min(remaining, (next_due - now_ms()) / 1000.0 + 0.001))
+
+    def _take(self, queue: str, count: int, worker_id: Optional[str]) -> List[JSON]:
+        taken = []
+        for task_id in self._store.pop(queue, count, now_ms()):
+            task = self._store.get_task(task_id)
+            if task is None or task["status"] in TASK_TERMINAL:
+                continue
+            now = now_ms()
+            task["status"] = "IN_PROGRESS"
+            if not task.get("startTime"):
+                task["startTime"] = now
+            task["callbackAfterSeconds"] = 0
+            task["workerId"] = worker_id
+            task["pollCount"] = (task.get("pollCount") or 0) + 1
+            self._save_task(task)
+            taken.append(task)
+        return taken
+
+    # Tasks: update --------------------------------------------------------------------------
+    def update_task(self, raw: Any) -> Optional[JSON]:
+        """Apply a TaskResult. Returns the stored task, or None for an ``extendLease`` update."""
+        result = check_task_result(raw)
+        with self._tx() as store:
+            if result.get("extendLease"):
+                self._extend_lease(store, result["taskId"])
+                return None
+            workflow = self._load_workflow(store, result["workflowInstanceId"])
+            task = store.get_task(result["taskId"])
+            if task is None:
+                raise NotFound("No such task found by id: %s" % result["taskId"])
+            if task["status"] in TASK_TERMINAL or workflow["status"] in WORKFLOW_TERMINAL:
+                store.remove_from_queue(task["taskId"])
+                log.debug("update of %s ignored: task %s, workflow %s", task["taskId"], task["status"],
+                          workflow["status"])
+                return task
+            self._apply_result(task, result)
+            for entry in result.get("logs") or []:
+                store.add_log(task["taskId"], entry.get("log") or "", entry.get("createdTime") or now_ms())
+            if task["status"] not in TASK_TERMINAL:
+                return task
+            tasks = store.workflow_tasks(workflow["workflowId"])
+            self._decide(workflow, tasks)
+            return task
+
+    def _extend_lease(self, store: _Store, task_id: str) -> None:
+        task = store.get_task(task_id)
+        if task is None:
+            raise NotFound("No such task found by id: %s" % task_id)
+        if task["status"] not in TASK_TERMINAL:
+            self._save_task(task)  # restarts the response-timeout clock (updateTime = now)
+
+    def _apply_result(self, task: JSON, result: JSON) -> None:
+        status = result.get("status") or "IN_PROGRESS"
+        task["status"] = "SCHEDULED" if status == "IN_PROGRESS" else status
+        reason = result.get("reasonForIncompletion")
+        task["reasonForIncompletion"] = reason[:500] if reason else reason
+        task["workerId"] = result.get("workerId")
+        callback = result.get("callbackAfterSeconds") or 0
+        task["callbackAfterSeconds"] = callback
+        task["outputData"] = result.get("outputData") or {}
+        task["subWorkflowId"] = result.get("subWorkflowId")
+        if result.get("externalOutputPayloadStoragePath"):
+            task["externalOutputPayloadStoragePath"] = result["externalOutputPayloadStoragePath"]
+        if task["status"] in TASK_TERMINAL:
+            self._store.remove_from_queue(task["taskId"])
+            task["endTime"] = now_ms()
+        else:
+            self._push(task, delay_ms=callback * 1000)
+        self._save_task(task)
+
+    def update_v2(self, raw: Any) -> Optional[JSON]:
+        """``update-v2`` (3.32): update, then hand back the next task of that type if terminal."""
+        task = self.update_task(raw)
+        if task is None or task["status"] not in TASK_TERMINAL:
+            return None
+        polled = self.poll(task["taskType"], raw.get("workerId"), task.get("domain"), 1, 100)
+        return polled[0] if polled else None
+
+    def update_by_ref(self, workflow_id: str, ref_name: str, status: str, worker_id: Optional[str],
+                      output: JSON) -> Optional[JSON]:
+        """Update the first pending task with ``ref_name``; None when nothing is pending."""
+        with self._tx() as store:
+            self._load_workflow(store, workflow_id)
+            pending = self._pending_by_ref(store.workflow_tasks(workflow_id), ref_name)
+            if pending is None:
+                return None
+            merged = dict(pending.get("outputData") or {})
+            merged.update(output)
+            result = {
+                "workflowInstanceId": workflow_id, "taskId": pending["taskId"], "status": status,
+                "reasonForIncompletion": pending.get("reasonForIncompletion"),
+                "callbackAfterSeconds": pending.get("callbackAfterSeconds") or 0,
+                "workerId": worker_id if worker_id and worker_id.strip() else pending.get("workerId"),
+                "outputData": merged, "subWorkflowId": pending.get("subWorkflowId"),
+            }
+            return self.update_task(result)
+
+    @staticmethod
+    def _pending_by_ref(tasks: List[JSON], ref_name: str) -> Optional[JSON]:
+        for task in tasks:
+            if task["referenceTaskName"] == ref_name and task["status"] not in TASK_TERMINAL:
+                return task
+        stripped = re.sub(r"__\d+$", "", ref_name)  # DO_WHILE iteration suffix
+        for task in tasks:
+            same_ref = re.sub(r"__\d+$", "", task["referenceTaskName"]) == stripped
+            if same_ref and task["status"] not in TASK_TERMINAL:
+                return task
+        return None
+
+    # Tasks: queries and logs ----------------------------------------------------------------
+    def get_task(self, task_id: str) -> JSON:
+        with self._tx() as store:
+            task = store.get_task(task_id)
+        if task is None:
+            raise NotFound("Task not found for taskId: %s" % task_id)
+        return task_view(task)
+
+    def add_log(self, task_id: str, text: str) -> None:
+        with self._tx() as store:
+            store.add_log(task_id, text, now_ms())
+
+    def logs(self, task_id: str) -> List[JSON]:
+        with self._tx() as store:
+            return store.logs(task_id)
+
+    def queue_sizes(self, task_types: Sequence[str]) -> Dict[str, int]:
+        with self._tx() as store:
+            return {task_type: store.queue_size(task_type) for task_type in task_types}
+
+    def queue_size(self, task_type: str, domain: Optional[str]) -> int:
+        with self._tx() as store:
+            return store.queue_size(queue_name(task_type, domain))
+
+    def all_queue_sizes(self) -> Dict[str, int]:
+        with self._tx() as store:
+            return store.queue_sizes()
+
+    def poll_data(self, task_type: Optional[str]) -> List[JSON]:
+        with self._tx() as store:
+            rows = store.poll_data(task_type)
+        return [_strip_nulls({"queueName": name, "domain": domain or None, "workerId": worker,
+                              "lastPollTime": when}) for name, domain, worker, when in rows]
+
+    # Persistence helpers --------------------------------------------------------------------
+    def _save_task(self, task: JSON) -> None:
+        """Persist ``task`` the way ExecutionDAOFacade.updateTask does (updateTime / endTime)."""
+        now = now_ms()
+        terminal = task["status"] in TASK_TERMINAL
+        if not terminal or not task.get("updateTime"):
+            task["updateTime"] = now
+        if terminal and not task.get("endTime"):
+            task["endTime"] = now
+        self._persist_task(task)
+
+    def _persist_task(self, task: JSON) -> None:
+        deadline = _task_deadline(task)
+        self._store.put_task(task, deadline)
+        if deadline is not None and deadline < self._sweeper_next:
+            self._sweeper_wakeup.notify()
+
+    def _save_workflow(self, workflow: JSON) -> None:
+        workflow["updateTime"] = now_ms()
+        if workflow["status"] in WORKFLOW_TERMINAL:
+            workflow["endTime"] = now_ms()
+        deadline = _workflow_deadline(workflow)
+        self._store.put_workflow(workflow, deadline)
+        if deadline is not None and deadline < self._sweeper_next:
+            self._sweeper_wakeup.notify()
+
+    def _push(self, task: JSON, delay_ms: int) -> None:
+        queue = queue_name(task["taskType"], task.get("domain"))
+        self._store.push(task["taskId"], queue, task.get("workflowPriority") or 0, now_ms() + delay_ms)
+        condition = self._queue_waiters.get(queue)
+        if condition is not None:
+            condition.notify_all()
+
+    # The decider ----------------------------------------------------------------------------
+    def _decide(self, workflow: JSON, tasks: List[JSON]) -> None:
+        """Advance ``workflow`` (DeciderService.decide for a linear list of SIMPLE tasks)."""
+        if workflow["status"] in WORKFLOW_TERMINAL:
+            return
+        try:
+            self._check_workflow_timeout(workflow)
+            if workflow["status"] == "PAUSED":
+                return
+            to_schedule = self._evaluate_pending(workflow, tasks)
+            if not to_schedule and self._is_complete(workflow, tasks):
+                self._complete(workflow, tasks)
+            else:
+                self._schedule(workflow, tasks, to_schedule)
+        except _Terminate as stop:
+            if stop.task is not None:
+                self._save_task(stop.task)
+            self._end_workflow(workflow, tasks, stop.status, stop.reason)
+
+    def _evaluate_pending(self, workflow: JSON, tasks: List[JSON]) -> List[JSON]:
+        executed_refs = {task["referenceTaskName"] for task in tasks if task.get("executed")}
+        to_schedule: Dict[str, JSON] = {}
+        for task in [t for t in tasks if _is_pending(t)]:
+            changed = self._check_task_timeouts(task)
+            if task["status"] in TASK_TERMINAL and task["status"] not in TASK_SUCCESSFUL:
+                retry = self._retry(workflow, tasks, task)
+                changed = True
+                if retry is not None:
+                    to_schedule[retry["referenceTaskName"]] = retry
+                    executed_refs.discard(retry["referenceTaskName"])
+                elif task["workflowTask"].get("optional") or not task["workflowTask"].get("permissive"):
+                    task["status"] = "COMPLETED_WITH_ERRORS"
+            if not task.get("executed") and not task.get("retried") and task["status"] in TASK_TERMINAL:
+                task["executed"] = True
+                changed = True
+                following = self._next_workflow_task(workflow, task["referenceTaskName"])
+                if following is not None and following["taskReferenceName"] not in to_schedule:
+                    to_schedule[following["taskReferenceName"]] = self._new_task(workflow, tasks, following)
+            if changed:
+                self._save_task(task)
+        if not tasks:
+            first = workflow["workflowDefinition"]["tasks"][0]
+            to_schedule[first["taskReferenceName"]] = self._new_task(workflow, tasks, first)
+        return [task for ref, task in to_schedule.items() if ref not in executed_refs]
+
+    @staticmethod
+    def _next_workflow_task(workflow: JSON, ref_name: str) -> Optional[JSON]:
+        workflow_tasks = workflow["workflowDefinition"]["tasks"]
+        for index, workflow_task in enumerate(workflow_tasks):
+            if workflow_task["taskReferenceName"] == ref_name:
+                return workflow_tasks[index + 1] if index + 1 < len(workflow_tasks) else None
+        return None
+
+    def _check_task_timeouts(self, task: JSON) -> bool:
+        """Apply timeoutSeconds, pollTimeoutSeconds and responseTimeoutSeconds; True if changed."""
+        if task["status"] in TASK_TERMINAL:
+            return False
+        task_def = _task_def_of(task)
+        now = now_ms()
+        start_delay_ms = (task.get("startDelayInSeconds") or 0) * 1000
+        callback_ms = (task.get("callbackAfterSeconds") or 0) * 1000
+        timeout = task_def.get("timeoutSeconds") or 0
+        if timeout > 0 and (task.get("startTime") or 0) > 0:
+            elapsed = now - (task["startTime"] + start_delay_ms)
+            if elapsed >= timeout * 1000:
+                reason = ("Task timed out after %d seconds. Timeout configured as %d seconds. "
+                          "Timeout policy configured to %s"
+                          % (elapsed // 1000, timeout, task_def["timeoutPolicy"]))
+                if self._timeout_with_policy(task, task_def, reason):
+                    return True
+        poll_timeout = task_def.get("pollTimeoutSeconds") or 0
+        if poll_timeout > 0 and task["status"] == "SCHEDULED":
+            elapsed = now - (task["scheduledTime"] + start_delay_ms)
+            if elapsed >= poll_timeout * 1000 + callback_ms:
+                reason = ("Task poll timed out after %d seconds. Poll timeout configured as %d seconds. "
+                          "Timeout policy configured to %s"
+                          % (elapsed // 1000, poll_timeout, task_def["timeoutPolicy"]))
+                if self._timeout_with_policy(task, task_def, reason):
+                    return True
+        rto = task_def.get("responseTimeoutSeconds") or 0
+        silent_ms = now - task["updateTime"]
+        if task["status"] == "IN_PROGRESS" and rto > 0 and silent_ms >= rto * 1000 + callback_ms:
+            task["status"] = "TIMED_OUT"
+            task["reasonForIncompletion"] = ("responseTimeout: %d exceeded for the taskId: %s with Task "
+                                             "Definition: %s" % (rto, task["taskId"], task["taskDefName"]))
+            return True
+        return False
+
+    @staticmethod
+    def _timeout_with_policy(task: JSON, task_def: JSON, reason: str) -> bool:
+        policy = task_def.get("timeoutPolicy") or "TIME_OUT_WF"
+        if policy == "ALERT_ONLY":
+            log.info("%s", reason)
+            return False
+        task["status"] = "TIMED_OUT"
+        task["reasonForIncompletion"] = reason
+        if policy == "TIME_OUT_WF":
+            raise _Terminate(reason, "TIMED_OUT", task)
+        return True
+
+    def _retry(self, workflow: JSON, tasks: List[JSON], task: JSON) -> Optional[JSON]:
+        """DeciderService.retry: a new attempt, None (optional task), or _Terminate."""
+        task_def = _task_def_of(task)
+        workflow_task = task["workflowTask"]
+        expected = workflow_task.get("retryCount")
+        if expected is None:
+            expected = task_def.get("retryCount", 3)
+        if task["status"] not in TASK_RETRIABLE or expected <= task["retryCount"]:
+            if workflow_task.get("optional") or workflow_task.get("permissive"):
+                return None
+            status = {"CANCELED": "TERMINATED", "TIMED_OUT": "TIMED_OUT"}.get(task["status"], "FAILED")
+            raise _Terminate("Task %s failed with status: %s and reason: '%s'"
+                             % (task["taskId"], status, _java_str(task.get("reasonForIncompletion"))),
+                             status, task)
+        delay_ms = _retry_delay_seconds(task_def, task["retryCount"]) * 1000
+        jitter = task_def.get("backoffJitterMs") or 0
+        if jitter > 0:
+            delay_ms += random.randint(0, jitter)
+        task["retried"] = True
+        retry = self._copy_for_retry(workflow, tasks, task, delay=delay_ms // 1000)
+        retry["reasonForIncompletion"] = task.get("reasonForIncompletion")
+        retry["_delayMs"] = delay_ms
+        return retry
+
+    def _copy_for_retry(self, workflow: JSON, tasks: List[JSON], task: JSON, delay: int) -> JSON:
+        retry = copy.deepcopy(task)
+        retry.update(
+            taskId=new_id(), retriedTaskId=task["taskId"], status="SCHEDULED",
+            retryCount=task["retryCount"] + 1, retried=False, executed=False, pollCount=0,
+            seq=0, scheduledTime=0, startTime=0, endTime=0, updateTime=0, workerId=None,
+            outputData={}, reasonForIncompletion=None, subWorkflowId=None,
+            startDelayInSeconds=delay, callbackAfterSeconds=delay,
+        )
+        document = expression_document(workflow, tasks)
+        retry["inputData"].update(resolve(task["workflowTask"].get("inputParameters") or {}, document))
+        return retry
+
+    def _new_task(self, workflow: JSON, tasks: List[JSON], workflow_task: JSON) -> JSON:
+        """SimpleTaskMapper: a SCHEDULED task for ``workflow_task`` (not yet persisted)."""
+        task_def = workflow_task["taskDefinition"]
+        task_input = resolve(workflow_task.get("inputParameters") or {}, expression_document(workflow, tasks))
+        for key, value in (task_def.get("inputTemplate") or {}).items():
+            task_input.setdefault(key, copy.deepcopy(value))
+        start_delay = workflow_task.get("startDelay") or 0
+        return {
+            "taskType": workflow_task["name"], "status": "SCHEDULED", "inputData": task_input,
+            "referenceTaskName": workflow_task["taskReferenceName"], "retryCount": 0, "seq": 0,
+            "correlationId": workflow.get("correlationId"), "pollCount": 0,
+            "taskDefName": workflow_task["name"], "scheduledTime": 0, "startTime": 0, "endTime": 0,
+            "updateTime": 0, "startDelayInSeconds": start_delay, "retried": False, "executed": False,
+            "callbackFromWorker": True, "responseTimeoutSeconds": task_def.get("responseTimeoutSeconds"),
+            "workflowInstanceId": workflow["workflowId"],
+            "workflowType": workflow["workflowDefinition"]["name"],
+            "taskId": new_id(), "callbackAfterSeconds": start_delay, "outputData": {},
+            "workflowTask": workflow_task, "rateLimitPerFrequency": task_def.get("rateLimitPerFrequency", 0),
+            "rateLimitFrequencyInSeconds": task_def.get("rateLimitFrequencyInSeconds", 1),
+            "workflowPriority": workflow.get("priority") or 0, "iteration": 0, "subworkflowChanged": False,
+            "firstStartTime": 0, "isolationGroupId": task_def.get("isolationGroupId"),
+            "executionNameSpace": task_def.get("executionNameSpace"),
+            "domain": self._domain_for(workflow, workflow_task["name"]),
+        }
+
+    def _domain_for(self, workflow: JSON, task_type: str) -> Optional[str]:
+        """WorkflowExecutor.getActiveDomain: first domain polled in the last 10 s, else the last."""
+        mapping = workflow.get("taskToDomain") or {}
+        value = mapping.get(task_type) or mapping.get("*")
+        if not value:
+            return None
+        domains = [domain.strip() for domain in value.split(",") if domain.strip()]
+        if not domains:
+            return None
+        recent = {domain: when for _, domain, _, when in self._store.poll_data(task_type)}
+        for domain in domains:
+            if domain == "NO_DOMAIN":
+                return None
+            if now_ms() - recent.get(domain, 0) <= ACTIVE_DOMAIN_WINDOW_MS:
+                return domain
+        last = domains[-1]
+        return None if last == "NO_DOMAIN" else last
+
+    def _schedule(self, workflow: JSON, tasks: List[JSON], new_tasks: List[JSON]) -> None:
+        """Persist and enqueue ``new_tasks`` (deduplicated on refName + retryCount)."""
+        existing = {(task["referenceTaskName"], task["retryCount"]) for task in tasks}
+        seq = max((task["seq"] for task in tasks), default=0)
+        scheduled = False
+        for task in new_tasks:
+            if (task["referenceTaskName"], task["retryCount"]) in existing:
+                continue
+            seq += 1
+            delay_ms = task.pop("_delayMs", (task.get("callbackAfterSeconds") or 0) * 1000)
+            task["seq"] = seq
+            task["scheduledTime"] = now_ms()
+            self._persist_task(task)
+            self._push(task, delay_ms)
+            tasks.append(task)
+            scheduled = True
+        if scheduled:
+            self._save_workflow(workflow)
+
+    def _is_complete(self, workflow: JSON, tasks: List[JSON]) -> bool:
+        """DeciderService.checkForWorkflowCompletion for a linear workflow."""
+        if not tasks or any(task["status"] not in TASK_TERMINAL for task in tasks):
+            return False
+        status_by_ref = {task["referenceTaskName"]: task["status"] for task in tasks}
+        for workflow_task in workflow["workflowDefinition"]["tasks"]:
+            if workflow_task["taskReferenceName"] not in status_by_ref:
+                return False
+        for task in tasks:
+            if not task.get("retried") or not task.get("executed"):
+                following = self._next_workflow_task(workflow, task["referenceTaskName"])
+                if following is not None and following["taskReferenceName"] not in status_by_ref:
+                    return False
+        return True
+
+    def _workflow_output(self, workflow: JSON, tasks: List[JSON]) -> JSON:
+        output_parameters = workflow["workflowDefinition"].get("outputParameters") or {}
+        if output_parameters:
+            return resolve(output_parameters, expression_document(workflow, tasks))
+        return copy.deepcopy(tasks[-1].get("outputData") or {}) if tasks else workflow.get("output") or {}
+
+    def _record_failed_tasks(self, workflow: JSON, tasks: List[JSON]) -> None:
+        failed = [task for task in tasks if task["status"] in ("FAILED", "FAILED_WITH_TERMINAL_ERROR")]
+        refs = set(workflow.get("failedReferenceTaskNames") or [])
+        names = set(workflow.get("failedTaskNames") or [])
+        refs.update(task["referenceTaskName"] for task in failed)
+        names.update(task["taskDefName"] for task in failed)
+        workflow["failedReferenceTaskNames"] = sorted(refs)
+        workflow["failedTaskNames"] = sorted(names)
+
+    def _complete(self, workflow: JSON, tasks: List[JSON]) -> None:
+        workflow["output"] = self._workflow_output(workflow, tasks)
+        workflow["status"] = "COMPLETED"
+        self._record_failed_tasks(workflow, tasks)
+        self._save_workflow(workflow)
+
+    def _end_workflow(self, workflow: JSON, tasks: List[JSON], status: str, reason: Optional[str],
+                      force_status: bool = False) -> None:
+        """terminateWorkflow: set status and reason, compute output, cancel pending tasks."""
+        if force_status or workflow["status"] not in WORKFLOW_TERMINAL:
+            workflow["status"] = status
+        workflow["output"] = self._workflow_output(workflow, tasks)
+        self._record_failed_tasks(workflow, tasks)
+        workflow["reasonForIncompletion"] = reason
+        for task in tasks:
+            self._store.remove_from_queue(task["taskId"])
+            if task["status"] not in TASK_TERMINAL:
+                task["status"] = "CANCELED"
+                self._save_task(task)
+        self._save_workflow(workflow)
+
+    def _check_workflow_timeout(self, workflow: JSON) -> None:
+        deadline = _workflow_deadline(workflow)
+        if deadline is None or now_ms() < deadline:
+            return
+        wf_def = workflow["workflowDefinition"]
+        elapsed = now_ms() - (workflow.get("lastRetriedTime") or workflow["createTime"])
+        raise _Terminate("Workflow timed out after %d seconds. Timeout configured as %d seconds. "
+                         "Timeout policy configured to %s"
+                         % (elapsed // 1000, wf_def["timeoutSeconds"], wf_def["timeoutPolicy"]), "TIMED_OUT")
+
+    # The sweeper ----------------------------------------------------------------------------
+    def _sweep_loop(self) -> None:
+        """Enforce timeouts: wake at the next deadline (at most every ``sweep_interval``)."""
+        with self._lock:
+            while not self._closed:
+                clean = self._sweep_once()
+                next_deadline = self._store.next_deadline() if clean else None
+                wait = self._sweep_interval
+                if next_deadline is not None:
+                    wait = max(0.0, min(wait, (next_deadline - now_ms()) / 1000.0 + 0.001))
+                self._sweeper_next = now_ms() + wait * 1000
+                self._sweeper_wakeup.wait(wait)
+                self._sweeper_next = 0.0
+
+    def _sweep_once(self) -> bool:
+        """Decide every workflow with a passed deadline; False if one of them failed."""
+        clean = True
+        for workflow_id in self._store.due_workflow_ids(now_ms()):
+            try:
+                with self._store.transaction():
+                    workflow = self._store.get_workflow(workflow_id)
+                    if workflow is not None:
+                        log.debug("sweeper deciding %s", workflow_id)
+                        self._decide(workflow, self._store.workflow_tasks(workflow_id))
+            except Exception:  # keep the sweeper alive whatever one workflow does
+                log.exception("sweeper failed to decide workflow %s", workflow_id)
+                clean = False
+        return clean
+
+    def sweep(self) -> None:
+        """Run one sweep now (tests and tools)."""
+        with self._lock:
+            self._sweep_once()
+
+
+def _is_pending(task: JSON) -> bool:
+    """Still part of the decider's work: not retried, not executed, not skipped."""
+    return not task.get("retried") and not task.get("executed") and task["status"] != "SKIPPED"
+
+
+def _short(workflow: JSON) -> str:
+    wf_def = workflow["workflowDefinition"]
+    return "%s.%s/%s" % (wf_def["name"], wf_def["version"], workflow["workflowId"])
+
+
+def _long(workflow: JSON) -> str:
+    return "%s.%s" % (_short(workflow), workflow["status"])
+
+
+def _java_str(value: Any) -> str:
+    """``String.valueOf`` as Java prints it (``null`` for None)."""
+    return "null" if value is None else str(value)
+
+
+__all__ = ["Engine", "EngineError", "BadRequest", "NotFound", "Conflict", "ValidationFailed",
+           "check_fields", "resolve", "lookup_path", "now_ms"]
