@@ -20,6 +20,7 @@ import cachetools
 import requests
 import requests.adapters
 import requests.utils
+from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from ._version import __version__
@@ -120,6 +121,11 @@ def api_error(method: str, url: str, resp: requests.Response) -> APIError:
         body=text,
         error_code=payload.get("error"),
     )
+
+
+def _read_timed_out(exc: Exception) -> bool:
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, ReadTimeoutError)
 
 
 def _is_token_error(resp: requests.Response) -> bool:
@@ -244,6 +250,10 @@ class HttpTransport:
             return self._session.request(method, url, params=params, data=data, headers=all_headers, timeout=timeout)
         except requests.exceptions.SSLError as exc:
             raise TransportError(f"{method} {url}: TLS error: {exc}", method=method, url=url) from exc
+        except requests.exceptions.ConnectTimeout as exc:
+            raise TransportError(
+                f"{method} {url}: could not connect within {timeout[0]:.1f}s ({exc})", method=method, url=url
+            ) from exc
         except requests.exceptions.Timeout as exc:
             raise TransportError(
                 f"{method} {url}: no answer within {timeout[1]:.1f}s ({exc})", method=method, url=url
@@ -251,6 +261,10 @@ class HttpTransport:
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
             raise InvalidRequestError(f"{method} {url}: invalid URL: {exc}") from exc
         except requests.exceptions.RequestException as exc:
+            if _read_timed_out(exc):  # with retries, requests reports a read timeout as a ConnectionError
+                raise TransportError(
+                    f"{method} {url}: no answer within {timeout[1]:.1f}s ({exc})", method=method, url=url
+                ) from exc
             raise TransportError(
                 f"{method} {url}: could not talk to the server ({type(exc).__name__}: {exc}); "
                 f"is it running, and is server_url {self.base_url!r} right?",

@@ -1,0 +1,33 @@
+"""Fixtures for the HTTP tests: a scripted loopback server, a dead port, no proxy variables."""
+from __future__ import annotations
+
+import socket
+from typing import Iterator
+
+import pytest
+
+from scripted_server import PROXY_VARIABLES, ScriptedServer
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    s = ScriptedServer()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client resolves proxies from the environment; keep the machine's own out of these tests."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A loopback port with nothing listening on it (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,349 @@
+"""PollingOptions validation, environment spellings and precedence, and Configuration."""
+from __future__ import annotations
+
+import attrs
+import pytest
+
+from conductor_workers.config import DEFAULT_SERVER_URL, Configuration
+from conductor_workers.errors import ConductorError, InvalidOptionError
+from conductor_workers.options import (
+    MAX_BATCH_POLL_TIMEOUT_MS,
+    OPTION_NAMES,
+    PollingOptions,
+    options_from_env,
+    resolve_options,
+)
+
+# -- PollingOptions --------------------------------------------------------------------------------
+
+
+def test_defaults():
+    options = PollingOptions()
+    assert options.poll_interval == 100
+    assert options.concurrency == 1
+    assert options.batch_poll_timeout == 1000
+    assert options.domain is None and options.worker_id is None
+    assert options.paused is False and options.lease_extend is False
+    assert options.explicit() == {}
+    assert set(OPTION_NAMES) == {
+        "poll_interval",
+        "concurrency",
+        "domain",
+        "worker_id",
+        "batch_poll_timeout",
+        "paused",
+        "lease_extend",
+    }
+
+
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"concurrency": 0}, "concurrency must be >= 1"),
+        ({"concurrency": -3}, "concurrency"),
+        ({"concurrency": 2.5}, "concurrency must be an int"),
+        ({"concurrency": "4"}, "concurrency must be an int"),
+        ({"concurrency": True}, "concurrency must be an int"),
+        ({"poll_interval": -1}, "poll_interval must be >= 0"),
+        ({"poll_interval": 1.5}, "poll_interval must be an int"),
+        ({"batch_poll_timeout": 6000}, "batch_poll_timeout must be between 0 and 5000"),
+        ({"batch_poll_timeout": -1}, "batch_poll_timeout"),
+        ({"paused": "yes"}, "paused must be True or False"),
+        ({"paused": 1}, "paused must be True or False"),
+        ({"lease_extend": None}, "lease_extend must be True or False"),
+        ({"domain": ""}, "domain must be a non-empty string"),
+        ({"worker_id": 7}, "worker_id must be a non-empty string"),
+        ({"foo": 1}, "unknown polling option(s) foo"),
+    ],
+)
+def test_bad_values_raise_and_change_nothing(changes, fragment):
+    before = PollingOptions(concurrency=3, poll_interval=50)
+    with pytest.raises(InvalidOptionError) as info:
+        before.evolve(**changes)
+    assert fragment in str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, ConductorError)
+    assert before == PollingOptions(concurrency=3, poll_interval=50)
+
+
+def test_bad_values_in_constructor():
+    with pytest.raises(InvalidOptionError):
+        PollingOptions(concurrency=0)
+    with pytest.raises(InvalidOptionError):
+        PollingOptions(batch_poll_timeout=MAX_BATCH_POLL_TIMEOUT_MS + 1)
+    with pytest.raises(TypeError):
+        PollingOptions(foo=1)  # type: ignore[call-arg]
+
+
+def test_unknown_option_lists_valid_ones():
+    with pytest.raises(InvalidOptionError) as info:
+        PollingOptions().evolve(thread_count=4, foo=1)
+    message = str(info.value)
+    assert "foo" in message and "thread_count" in message
+    for name in OPTION_NAMES:
+        assert name in message
+
+
+def test_evolve_and_explicit():
+    options = PollingOptions().evolve(concurrency=8, batch_poll_timeout=5000, paused=True, domain="blue")
+    assert options.concurrency == 8 and options.batch_poll_timeout == 5000 and options.paused
+    assert options.explicit() == {
+        "concurrency": 8,
+        "batch_poll_timeout": 5000,
+        "paused": True,
+        "domain": "blue",
+    }
+    assert PollingOptions(poll_interval=0, batch_poll_timeout=0).poll_interval == 0
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        options.concurrency = 1  # type: ignore[misc]
+
+
+# -- options_from_env --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "conductor.worker.greet.concurrency",
+        "conductor_worker_greet_concurrency",
+        "CONDUCTOR_WORKER_GREET_CONCURRENCY",
+        "conductor.worker.all.concurrency",
+        "conductor_worker_all_concurrency",
+        "CONDUCTOR_WORKER_ALL_CONCURRENCY",
+        "conductor_worker_concurrency",
+        "CONDUCTOR_WORKER_CONCURRENCY",
+        # the official SDK's name for the same option
+        "conductor.worker.greet.thread_count",
+        "conductor_worker_greet_thread_count",
+        "CONDUCTOR_WORKER_GREET_THREAD_COUNT",
+        "conductor.worker.all.thread_count",
+        "conductor_worker_all_thread_count",
+        "CONDUCTOR_WORKER_ALL_THREAD_COUNT",
+        "CONDUCTOR_WORKER_THREAD_COUNT",
+    ],
+)
+def test_every_spelling_of_concurrency(variable):
+    assert options_from_env("greet", {variable: "7"}) == {"concurrency": 7}
+    # Other tasks are not affected by task-specific spellings.
+    other = options_from_env("other", {variable: "7"})
+    if ".greet." in variable or "_greet_" in variable.lower():
+        assert other == {}
+    else:
+        assert other == {"concurrency": 7}
+
+
+def test_mixed_case_task_name():
+    env = {"CONDUCTOR_WORKER_MyTask_CONCURRENCY": "3", "CONDUCTOR_WORKER_MYTASK_POLL_INTERVAL": "250"}
+    assert options_from_env("MyTask", env) == {"concurrency": 3, "poll_interval": 250}
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({"conductor_worker_greet_polling_interval": "250"}, {"poll_interval": 250}),
+        ({"conductor_worker_greet_poll_interval": "250"}, {"poll_interval": 250}),
+        ({"CONDUCTOR_WORKER_GREET_POLLING_INTERVAL": "1.5e3"}, {"poll_interval": 1500}),
+        ({"conductor.worker.greet.poll_timeout": "2000"}, {"batch_poll_timeout": 2000}),
+        ({"CONDUCTOR_WORKER_GREET_BATCH_POLL_TIMEOUT": "300"}, {"batch_poll_timeout": 300}),
+        ({"conductor_worker_greet_lease_extend_enabled": "true"}, {"lease_extend": True}),
+        ({"CONDUCTOR_WORKER_GREET_LEASE_EXTEND": "ON"}, {"lease_extend": True}),
+        ({"conductor_worker_greet_paused": "False"}, {"paused": False}),
+        ({"conductor_worker_greet_paused": "1"}, {"paused": True}),
+        ({"conductor_worker_all_paused": "no"}, {"paused": False}),
+        ({"conductor_worker_greet_domain": "blue"}, {"domain": "blue"}),
+        ({"conductor_worker_greet_domain": ""}, {"domain": None}),
+        ({"CONDUCTOR_WORKER_GREET_WORKER_ID": " host-9 "}, {"worker_id": "host-9"}),
+        ({"CONDUCTOR_SERVER_URL": "http://x", "unrelated": "1"}, {}),
+    ],
+)
+def test_each_property_and_alias(env, expected):
+    assert options_from_env("greet", env) == expected
+
+
+def test_priority_order_of_levels():
+    # Highest first, as documented (the official SDK's order).
+    ladder = [
+        "conductor.worker.greet.concurrency",
+        "conductor_worker_greet_concurrency",
+        "CONDUCTOR_WORKER_GREET_CONCURRENCY",
+        "conductor.worker.all.concurrency",
+        "conductor_worker_all_concurrency",
+        "CONDUCTOR_WORKER_ALL_CONCURRENCY",
+        "conductor_worker_concurrency",
+        "CONDUCTOR_WORKER_CONCURRENCY",
+    ]
+    for winner in range(len(ladder)):
+        env = {name: str(index + 1) for index, name in enumerate(ladder) if index >= winner}
+        assert options_from_env("greet", env) == {"concurrency": winner + 1}, ladder[winner]
+
+
+def test_task_specific_beats_all_beats_global_across_aliases():
+    env = {
+        "CONDUCTOR_WORKER_THREAD_COUNT": "1",
+        "conductor_worker_all_thread_count": "2",
+        "CONDUCTOR_WORKER_GREET_THREAD_COUNT": "3",
+    }
+    assert options_from_env("greet", env) == {"concurrency": 3}
+    assert options_from_env("other", env) == {"concurrency": 2}
+    # An "all" variable with the official name beats a global one with ours.
+    env = {"CONDUCTOR_WORKER_CONCURRENCY": "1", "conductor_worker_all_thread_count": "2"}
+    assert options_from_env("greet", env) == {"concurrency": 2}
+
+
+def test_our_name_beats_official_alias_at_the_same_level():
+    env = {"conductor_worker_greet_thread_count": "2", "conductor_worker_greet_concurrency": "5"}
+    assert options_from_env("greet", env) == {"concurrency": 5}
+    env = {"conductor_worker_greet_polling_interval": "10", "conductor_worker_greet_poll_interval": "20"}
+    assert options_from_env("greet", env) == {"poll_interval": 20}
+
+
+def test_several_properties_at_once():
+    env = {
+        "conductor.worker.greet.thread_count": "4",
+        "CONDUCTOR_WORKER_ALL_POLLING_INTERVAL": "500",
+        "CONDUCTOR_WORKER_DOMAIN": "green",
+        "conductor_worker_greet_poll_timeout": "100",
+        "conductor_worker_greet_lease_extend_enabled": "yes",
+    }
+    found = options_from_env("greet", env)
+    assert found == {
+        "concurrency": 4,
+        "poll_interval": 500,
+        "domain": "green",
+        "batch_poll_timeout": 100,
+        "lease_extend": True,
+    }
+    assert resolve_options(environment=found).concurrency == 4
+
+
+@pytest.mark.parametrize(
+    "variable, raw",
+    [
+        ("conductor_worker_greet_thread_count", "many"),
+        ("CONDUCTOR_WORKER_ALL_POLLING_INTERVAL", "1s"),
+        ("conductor.worker.greet.paused", "maybe"),
+        ("CONDUCTOR_WORKER_LEASE_EXTEND_ENABLED", "enabled"),
+    ],
+)
+def test_bad_env_values_name_the_variable(variable, raw):
+    with pytest.raises(InvalidOptionError) as info:
+        options_from_env("greet", {variable: raw})
+    assert variable in str(info.value)
+    assert repr(raw) in str(info.value)
+
+
+def test_env_values_that_parse_but_are_invalid_are_rejected_by_resolve():
+    found = options_from_env("greet", {"CONDUCTOR_WORKER_GREET_CONCURRENCY": "0"})
+    with pytest.raises(InvalidOptionError, match="concurrency"):
+        resolve_options(environment=found)
+
+
+def test_options_from_env_reads_os_environ(monkeypatch):
+    monkeypatch.setenv("conductor_worker_envtask_thread_count", "6")
+    assert options_from_env("envtask") == {"concurrency": 6}
+
+
+# -- resolve_options -------------------------------------------------------------------------------
+
+
+def test_resolve_precedence_manager_worker_environment():
+    manager = {"concurrency": 2, "poll_interval": 10, "domain": "m"}
+    worker = {"concurrency": 4, "domain": "w"}
+    environment = {"domain": "e"}
+    options = resolve_options(manager, worker, environment)
+    assert options == PollingOptions(concurrency=4, poll_interval=10, domain="e")
+    assert resolve_options() == PollingOptions()
+    assert resolve_options(manager=manager) == PollingOptions(concurrency=2, poll_interval=10, domain="m")
+    assert resolve_options(worker=worker, environment={}) == PollingOptions(concurrency=4, domain="w")
+
+
+def test_resolve_rejects_unknown_names_in_any_layer():
+    for layer in ("manager", "worker", "environment"):
+        with pytest.raises(InvalidOptionError, match="bogus"):
+            resolve_options(**{layer: {"bogus": 1}})
+
+
+# -- Configuration -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ("http://localhost:8080", "http://localhost:8080/api"),
+        ("http://localhost:8080/", "http://localhost:8080/api"),
+        ("http://localhost:8080/api", "http://localhost:8080/api"),
+        ("http://localhost:8080/api/", "http://localhost:8080/api"),
+        ("  https://conductor.example.com/api//  ", "https://conductor.example.com/api"),
+        ("https://example.com/conductor", "https://example.com/conductor/api"),
+        ("https://example.com/conductor/api", "https://example.com/conductor/api"),
+    ],
+)
+def test_server_url_normalisation(given, expected):
+    assert Configuration(server_url=given).server_url == expected
+
+
+@pytest.mark.parametrize("bad", ["localhost:8080", "ftp://host/api", "http://", "", "/api", "not a url"])
+def test_bad_server_urls_rejected(bad):
+    with pytest.raises(ValueError, match="server_url"):
+        Configuration(server_url=bad)
+
+
+def test_configuration_defaults_and_validation():
+    config = Configuration()
+    assert config.server_url == DEFAULT_SERVER_URL == "http://localhost:8080/api"
+    assert not config.has_auth
+    assert config.token_ttl_seconds == 45 * 60
+    with pytest.raises(ValueError, match="read_timeout"):
+        Configuration(read_timeout=0)
+    with pytest.raises(ValueError, match="max_retries"):
+        Configuration(max_retries=-1)
+    assert Configuration(max_retries=0).max_retries == 0
+    evolved = attrs.evolve(config, server_url="http://other:1")
+    assert evolved.server_url == "http://other:1/api"
+
+
+def test_secret_hidden_in_repr():
+    config = Configuration(server_url="http://h:1", key_id="my-key", key_secret="s3cr3t-value")
+    assert config.has_auth
+    text = repr(config)
+    assert "s3cr3t-value" not in text
+    assert "***" in text
+    assert "my-key" in text
+    assert "s3cr3t-value" not in str(config)
+    assert "key_secret=None" in repr(Configuration())
+
+
+def test_has_auth_needs_both():
+    assert not Configuration(key_id="k").has_auth
+    assert not Configuration(key_secret="s").has_auth
+
+
+def test_from_env_with_injected_dict():
+    env = {
+        "CONDUCTOR_SERVER_URL": "http://conductor:9000/",
+        "CONDUCTOR_AUTH_KEY": "key-1",
+        "CONDUCTOR_AUTH_SECRET": "secret-1",
+    }
+    config = Configuration.from_env(env)
+    assert config.server_url == "http://conductor:9000/api"
+    assert config.key_id == "key-1" and config.key_secret == "secret-1"
+    assert "secret-1" not in repr(config)
+
+    # Only a key, no secret: no auth at all.
+    partial = Configuration.from_env({"CONDUCTOR_AUTH_KEY": "key-1"})
+    assert partial.key_id is None and not partial.has_auth
+    assert partial.server_url == DEFAULT_SERVER_URL
+
+    # Overrides beat the environment.
+    overridden = Configuration.from_env(env, server_url="http://x:1", read_timeout=3.0)
+    assert overridden.server_url == "http://x:1/api" and overridden.read_timeout == 3.0
+
+    with pytest.raises(ValueError):
+        Configuration.from_env({"CONDUCTOR_SERVER_URL": "conductor:9000"})
+
+
+def test_from_env_reads_os_environ(monkeypatch):
+    monkeypatch.setenv("CONDUCTOR_SERVER_URL", "http://from-env:1234")
+    monkeypatch.delenv("CONDUCTOR_AUTH_KEY", raising=False)
+    monkeypatch.delenv("CONDUCTOR_AUTH_SECRET", raising=False)
+    assert Configuration.from_env().server_url == "http://from-env:1234/api"
