@@ -28,9 +28,9 @@ from .config import Configuration
 from .errors import (
     APIError,
     AuthenticationError,
-    ConductorError,
     ConflictError,
     EndpointNotSupportedError,
+    InvalidRequestError,
     InvalidResponseError,
     NotFoundError,
     TransportError,
@@ -48,10 +48,6 @@ _STATUS_ERRORS = {
     405: EndpointNotSupportedError,
     409: ConflictError,
 }
-
-
-class InvalidRequestError(ConductorError, ValueError):
-    """The request could not be built, e.g. its body is not JSON-serialisable."""
 
 
 def _build_session(config: Configuration) -> requests.Session:

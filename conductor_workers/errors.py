@@ -78,6 +78,10 @@ class EndpointNotSupportedError(APIError):
     """The server does not implement this endpoint (405, or a 404 that is not an ErrorResponse)."""
 
 
+class InvalidRequestError(ConductorError, ValueError):
+    """A request could not be built, e.g. its body is not JSON-serialisable; nothing was sent."""
+
+
 class InvalidOptionError(ConductorError, ValueError):
     """An option, argument or environment value was rejected; nothing was changed."""
 
@@ -93,6 +97,7 @@ __all__ = [
     "ConflictError",
     "EndpointNotSupportedError",
     "InvalidOptionError",
+    "InvalidRequestError",
     "InvalidResponseError",
     "NonRetryableError",
     "NotFoundError",

@@ -29,9 +29,15 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import attrs
 
 from ._backoff import Backoff
-from ._http import InvalidRequestError
 from .client import ConductorClient
-from .errors import APIError, ConductorError, EndpointNotSupportedError, InvalidResponseError, NonRetryableError
+from .errors import (
+    APIError,
+    ConductorError,
+    EndpointNotSupportedError,
+    InvalidRequestError,
+    InvalidResponseError,
+    NonRetryableError,
+)
 from .events import TaskEvents, UpdateFailureHook, call_hook
 from .models import Task, TaskResult, TaskResultStatus
 from .options import PollingOptions
