@@ -1,0 +1,47 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import pytest
+
+# ----------------------------------------------------------------------------------------------
+# Real conductor-oss server (tests/real_server.py). One JVM per test session; set
+# CONDUCTOR_REAL_SERVER_URL to use a server that is already running. Without Java/the jar the
+# tests that need it are skipped on a person's machine and fail in CI (CI=true).
+# ----------------------------------------------------------------------------------------------
+try:
+    from real_server import RealConductorServer, describe_selection
+except ImportError:  # tests/ imported as a package
+    from tests.real_server import RealConductorServer, describe_selection  # type: ignore[no-redef,import-not-found,unused-ignore]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return describe_selection()
+
+
+@pytest.fixture(scope="session")
+def real_server() -> Iterator[RealConductorServer]:
+    server = RealConductorServer()
+    try:
+        server.start()
+    except Exception as exc:  # any failure to obtain/start the server ends up in the message
+        message = f"real conductor server unavailable: {type(exc).__name__}: {exc}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip("\n" + "!" * 30 + " SKIPPED: " + message)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def real_server_url(real_server: RealConductorServer) -> str:
+    """``http://127.0.0.1:<port>/api`` of the session's real server."""
+    return real_server.url
+
+
+# ---------------------------------------------------------------------------- end real server
