@@ -207,9 +207,10 @@ class WorkflowClient(_Api):
         self._http.request("DELETE", f"workflow/{_seg(workflow_id)}/remove", params=params)
 
     def running(self, name: str, version: Optional[int] = None) -> List[str]:
-        """Ids of the running workflows of ``name``.
+        """Ids of the running (and paused) workflows of ``name``.
 
-        Without ``version`` the server uses version **1**, not the latest: pass ``version`` for others.
+        ``version`` is passed through (the server's default is 1), but conductor-oss 3.32 with its
+        SQLite or Postgres store ignores it and lists the executions of every version.
         """
         data = self._http.call_json("GET", f"workflow/running/{_seg(name)}", params={"version": version})
         return [str(item) for item in data or []]
