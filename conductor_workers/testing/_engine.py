@@ -595,10 +595,10 @@ class _Store:
         self._db.execute("DELETE FROM tasks WHERE workflow_id = ?", (workflow_id,))
         self._db.execute("DELETE FROM workflows WHERE workflow_id = ?", (workflow_id,))
 
-    def pending_workflow_ids(self, name: str, version: int) -> List[str]:
+    def pending_workflow_ids(self, name: str) -> List[str]:
         rows = self._db.execute(
-            "SELECT workflow_id FROM workflows WHERE name = ? AND version = ? "
-            "AND status IN ('RUNNING', 'PAUSED') ORDER BY rowid", (name, version))
+            "SELECT workflow_id FROM workflows WHERE name = ? "
+            "AND status IN ('RUNNING', 'PAUSED') ORDER BY rowid", (name,))
         return [row[0] for row in rows]
 
     def put_task(self, task: JSON, deadline: Optional[int]) -> None:
@@ -1067,8 +1067,13 @@ class Engine:
             store.delete_workflow(workflow_id)
 
     def running(self, name: str, version: int) -> List[str]:
+        """Ids of the non-terminal workflows of ``name``.
+
+        Like conductor-oss 3.32 (SQLite and Postgres stores), ``version`` is accepted but not used:
+        every version's executions are listed.
+        """
         with self._tx() as store:
-            return store.pending_workflow_ids(name, version)
+            return store.pending_workflow_ids(name)
 
     # Tasks: poll ----------------------------------------------------------------------------
     def poll(self, task_type: str, worker_id: Optional[str], domain: Optional[str],

@@ -372,7 +372,8 @@ def test_retry_restart_remove_running(api):
     _one_task_workflow(api, retryCount=0)
     workflow_id = api.start("wf")
     assert api.get("/workflow/running/wf").json() == [workflow_id]
-    assert api.get("/workflow/running/wf", params={"version": 2}).json() == []
+    # conductor-oss 3.32 ignores the version here (every version's running executions)
+    assert api.get("/workflow/running/wf", params={"version": 2}).json() == [workflow_id]
     assert api.post("/workflow/%s/retry" % workflow_id).status_code == 404  # still running
     remove = api.delete("/workflow/%s/remove" % workflow_id)
     assert remove.status_code == 400
