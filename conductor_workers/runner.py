@@ -223,7 +223,7 @@ class TaskRunner:
                     log.warning("%s: poll failed (%s); retrying in %.2fs", self.task_type, exc, delay)
                 else:
                     log.exception("%s: unexpected error in the poll loop; retrying in %.2fs", self.task_type, delay)
-                call_hook(self._events and self._events.poll_failed, self.task_type, exc)
+                call_hook(self._events.poll_failed if self._events else None, self.task_type, exc)
                 had_tasks = False
                 self._sleep(delay)
                 continue
@@ -348,6 +348,7 @@ class TaskRunner:
                     self._update_failed(task, result, exc)
                     return None
                 delay = backoff.next()
+                self._record_error(exc)  # recovered from if a retry succeeds, but status() shows it
                 log.warning(
                     "%s: reporting task %s failed (%s); retry %d in %.2fs",
                     self.task_type, task.task_id, exc, backoff.attempts, delay,
