@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Mapping, Optional, Tuple, Union
+from typing import Any, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 import attrs
@@ -23,7 +23,7 @@ def _normalise_server_url(value: str) -> str:
     return url
 
 
-def _positive(instance: object, attribute: "attrs.Attribute[float]", value: float) -> None:
+def _positive(instance: object, attribute: "attrs.Attribute[Any]", value: float) -> None:
     if value is not None and value <= 0:
         raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
 

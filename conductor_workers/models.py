@@ -129,7 +129,7 @@ class WireModel:
         if spec is None:
             fields = tuple(
                 _FieldSpec(f.name, f.metadata["wire"], f.metadata["model"], f.metadata["many"], f.metadata["enum"])
-                for f in attrs.fields(cls)  # type: ignore[misc]
+                for f in attrs.fields(cls)  # type: ignore[arg-type]
                 if "wire" in f.metadata
             )
             spec = ({f.wire: f for f in fields}, fields)

@@ -142,7 +142,7 @@ class FunctionWorker(Worker):
             p for p in signature.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         ]
         self._takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import attrs
 
@@ -25,7 +25,7 @@ def run_worker(
     FAILED_WITH_TERMINAL_ERROR, and an output that is not JSON-serialisable FAILED, as on a server.
     """
     if task is None:
-        fields = {
+        fields: Dict[str, Any] = {
             "task_id": "test-task",
             "workflow_instance_id": "test-workflow",
             "task_type": worker.task_def_name,
