@@ -96,8 +96,10 @@ def api_error(method: str, url: str, resp: requests.Response) -> APIError:
     """Translate a non-2xx answer into the matching :class:`APIError` subclass."""
     status = resp.status_code
     text, payload = _error_body(resp)
-    server_message = payload.get("message")
-    validation = payload.get("validationErrors") or []
+    message = payload.get("message")
+    server_message = str(message) if message is not None else None
+    raw_validation = payload.get("validationErrors")
+    validation = [v for v in raw_validation if isinstance(v, dict)] if isinstance(raw_validation, list) else []
     detail = server_message or resp.reason or "no message"
     if validation:
         detail += " (" + "; ".join(f"{v.get('path')}: {v.get('message')}" for v in validation) + ")"
@@ -115,13 +117,14 @@ def api_error(method: str, url: str, resp: requests.Response) -> APIError:
         validation_errors=validation,
         retryable=status >= 500 or status == 429 or bool(payload.get("retryable")),
         body=text,
-        error_code=payload.get("error"),
+        error_code=str(payload["error"]) if payload.get("error") is not None else None,
     )
 
 
 def _read_timed_out(exc: Exception) -> bool:
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return isinstance(reason, ReadTimeoutError)
+    """requests reports a read timeout as a ConnectionError: wrapped in MaxRetryError, or bare mid-body."""
+    cause = exc.args[0] if exc.args else None
+    return isinstance(cause, ReadTimeoutError) or isinstance(getattr(cause, "reason", None), ReadTimeoutError)
 
 
 def _is_token_error(resp: requests.Response) -> bool:
@@ -168,7 +171,7 @@ class _TokenAuth:
     def _fetch(self) -> Optional[str]:
         now = time.monotonic()
         if self._last_error is not None and now < self._retry_at:
-            raise self._last_error
+            raise self._last_error.with_traceback(None)  # re-raised often: do not let its traceback grow
         resp = self._transport.send("POST", "token", json_body={"keyId": self._key_id, "keySecret": self._key_secret})
         if resp.status_code == 404:
             log.info("%s/token answered 404: no authentication on this server", self._transport.base_url)
@@ -208,12 +211,16 @@ class HttpTransport:
     def __init__(self, config: Configuration) -> None:
         self.config = config
         self.base_url = config.server_url
+        self.root_url = config.server_url[: -len("/api")]  # the server_url always ends with /api
         self._session = _build_session(config)
         self._timeout = (config.connect_timeout, config.read_timeout)
         self._auth = _TokenAuth(self, config) if config.has_auth else None
 
     def close(self) -> None:
         self._session.close()
+
+    def _url(self, path: str) -> str:
+        return self.root_url + path if path.startswith("/") else f"{self.base_url}/{path}"
 
     def send(
         self,
@@ -226,8 +233,11 @@ class HttpTransport:
         headers: Optional[Dict[str, str]] = None,
         extra_read_timeout: float = 0.0,
     ) -> requests.Response:
-        """Send one request and return the raw response, whatever its status (no auth header)."""
-        url = f"{self.base_url}/{path}"
+        """Send one request and return the raw response, whatever its status (no auth header).
+
+        ``path`` is relative to ``server_url`` (``.../api``), or to the server's root if it starts with ``/``.
+        """
+        url = self._url(path)
         data: Optional[bytes] = None
         all_headers = dict(headers or {})
         if json_body is not None:
@@ -257,7 +267,7 @@ class HttpTransport:
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
             raise InvalidRequestError(f"{method} {url}: invalid URL: {exc}") from exc
         except requests.exceptions.RequestException as exc:
-            if _read_timed_out(exc):  # with retries, requests reports a read timeout as a ConnectionError
+            if _read_timed_out(exc):
                 raise TransportError(
                     f"{method} {url}: no answer within {timeout[1]:.1f}s ({exc})", method=method, url=url
                 ) from exc
@@ -267,6 +277,10 @@ class HttpTransport:
                 method=method,
                 url=url,
             ) from exc
+        except OSError as exc:  # requests raises a bare OSError for a missing CA bundle or client cert
+            raise TransportError(f"{method} {url}: {exc}", method=method, url=url) from exc
+        except ValueError as exc:  # e.g. urllib3's LocationParseError for a host IDNA cannot encode
+            raise InvalidRequestError(f"{method} {url}: invalid request: {exc}") from exc
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """Send with authentication; return a 2xx response or raise the translated error."""
@@ -283,7 +297,7 @@ class HttpTransport:
                 headers["X-Authorization"] = token
             resp = self.send(method, path, headers=headers, **kwargs)
         if resp.status_code >= 400:
-            raise api_error(method, f"{self.base_url}/{path}", resp)
+            raise api_error(method, self._url(path), resp)
         return resp
 
     @staticmethod
@@ -305,4 +319,5 @@ class HttpTransport:
         return self.decode_json(self.request(method, path, **kwargs), f"{method} {path}")
 
     def call_text(self, method: str, path: str, **kwargs: Any) -> str:
-        return self.request(method, path, **kwargs).text
+        # The server sends UTF-8; decoding it directly skips requests' charset guessing.
+        return self.request(method, path, **kwargs).content.decode("utf-8", "replace")

@@ -291,7 +291,7 @@ class ConductorClient:
 
     def health(self) -> Dict[str, Any]:
         """``GET /health`` (served beside, not under, ``/api``)."""
-        return dict(self._transport.call_json("GET", "health") or {})
+        return dict(self._transport.call_json("GET", "/health") or {})
 
     def close(self) -> None:
         self._transport.close()

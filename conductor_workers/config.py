@@ -7,15 +7,20 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from .errors import InvalidOptionError
+
 DEFAULT_SERVER_URL = "http://localhost:8080/api"
 
 
 def _normalise_server_url(value: str) -> str:
     """``http://host:8080``, ``http://host:8080/`` and ``http://host:8080/api/`` all mean ``.../api``."""
     url = str(value).strip().rstrip("/")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL"
+        raise InvalidOptionError(f"server_url {value!r} is not a valid URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(
+        raise InvalidOptionError(
             f"server_url must be an http(s) URL such as 'http://localhost:8080/api', got {value!r}"
         )
     if not parts.path.endswith("/api"):
@@ -24,13 +29,13 @@ def _normalise_server_url(value: str) -> str:
 
 
 def _positive(instance: object, attribute: "attrs.Attribute[Any]", value: float) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+    if value <= 0:
+        raise InvalidOptionError(f"{attribute.name} must be > 0, got {value!r}")
 
 
 def _non_negative(instance: object, attribute: "attrs.Attribute[int]", value: int) -> None:
     if value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+        raise InvalidOptionError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
 @attrs.frozen

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Union
 
 from .client import ConductorClient
 from .errors import InvalidOptionError
@@ -68,7 +68,7 @@ class TaskManager:
         if not self._workers:
             raise InvalidOptionError("TaskManager needs at least one worker")
         manager_options = _explicit(options)
-        self._lock = threading.Lock()  # serialises option updates and start/stop
+        self._lock = threading.Lock()  # serialises option updates and starts; guards _task_defs_registered
         self._runners: Dict[str, TaskRunner] = {}
         for name, worker in self._workers.items():
             resolved = resolve_options(manager_options, worker.own_options(), options_from_env(name, environ))
@@ -86,8 +86,8 @@ class TaskManager:
 
     def start_polling(self) -> None:
         """Start every runner (registering task definitions first where workers ask for it)."""
+        self._register_task_defs()  # HTTP: outside the lock (a second registration is a harmless upsert)
         with self._lock:
-            self._register_task_defs()
             for runner in self._runners.values():
                 runner.start()
 
@@ -97,23 +97,13 @@ class TaskManager:
         Returns True when every runner drained within ``timeout`` seconds. Idempotent.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            runners = list(self._runners.values())
-        # Stop them side by side, so that the deadline is shared rather than multiplied.
-        results: List[bool] = []
-        threads = [
-            threading.Thread(
-                target=lambda r=runner: results.append(
-                    r.stop(None if deadline is None else max(0.0, deadline - time.monotonic()))
-                ),
-                name=f"cw-stop-{runner.task_type}",
-            )
-            for runner in runners
+        runners = list(self._runners.values())
+        # Every runner stops taking tasks first; then they drain side by side under one deadline.
+        for runner in runners:
+            runner._begin_stop()
+        results = [
+            runner.stop(None if deadline is None else max(0.0, deadline - time.monotonic())) for runner in runners
         ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
         return all(results)
 
     @property
@@ -168,8 +158,9 @@ class TaskManager:
             raise InvalidOptionError(f"no worker for task type {task_def_name!r}; known: {known}") from None
 
     def _register_task_defs(self) -> None:
-        if self._task_defs_registered:
-            return
+        with self._lock:
+            if self._task_defs_registered:
+                return
         task_defs = [
             worker.task_def if worker.task_def is not None else TaskDef(name=name)
             for name, worker in self._workers.items()
@@ -178,7 +169,8 @@ class TaskManager:
         if task_defs:
             self._client.metadata.register_task_defs(task_defs)
             log.info("registered task definitions: %s", ", ".join(td.name for td in task_defs))
-        self._task_defs_registered = True
+        with self._lock:
+            self._task_defs_registered = True
 
 
 __all__ = ["TaskManager"]

@@ -138,14 +138,11 @@ def options_from_env(task_def_name: str, environ: Optional[Mapping[str, str]] = 
     env = os.environ if environ is None else environ
     found: Dict[str, Any] = {}
     for option, aliases in _ENV_ALIASES.items():
-        for level in range(9):
-            hit = next(
-                (name for name in (_candidate_names(task_def_name, alias)[level] for alias in aliases) if name in env),
-                None,
-            )
-            if hit is not None:
-                found[option] = _parse(option, hit, env[hit])
-                break
+        # Level by level, then alias by alias: (ours, SDK's) at the task level, then at "all", ...
+        by_level = zip(*(_candidate_names(task_def_name, alias) for alias in aliases))
+        hit = next((name for names in by_level for name in names if name in env), None)
+        if hit is not None:
+            found[option] = _parse(option, hit, env[hit])
     return found
 
 

@@ -80,9 +80,9 @@ class TaskRunner:
         self._running = False
         self._abort = threading.Event()  # set when stop() gives up waiting: update retries end
         self._thread: Optional[threading.Thread] = None
+        # The pool belongs to the poll thread: only it creates, grows, submits to and shuts it down.
         self._executor: Optional[ThreadPoolExecutor] = None
         self._executor_size = 0
-        self._retired: List[ThreadPoolExecutor] = []
         self._use_v2: Optional[bool] = None  # None: not known yet; False after the server refused it
         self._lease = _LeaseKeeper(self)
         self._stats_lock = threading.Lock()  # guards _stats
@@ -122,8 +122,9 @@ class TaskRunner:
                 raise ConductorError(f"runner {self.task_type!r} is still stopping; call stop() first")
             self._running, self._stopping = True, False
             self._abort.clear()
-        self._thread = threading.Thread(target=self._poll_loop, name=f"cw-poll-{self.task_type}", daemon=False)
-        self._thread.start()
+            # Started under the lock, so that a concurrent stop() always finds the thread it must join.
+            self._thread = threading.Thread(target=self._poll_loop, name=f"cw-poll-{self.task_type}", daemon=False)
+            self._thread.start()
         log.info("%s: polling started with %r", self.task_type, self._options)
 
     def stop(self, timeout: Optional[float] = 30.0) -> bool:
@@ -134,13 +135,10 @@ class TaskRunner:
         ``on_update_failure``).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            if not self._running:
-                return True
-            self._stopping = True
-            self._poke()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        thread = self._begin_stop()
+        if thread is None:
+            return True
+        if thread is not threading.current_thread():
             thread.join(_remaining(deadline))
         with self._cond:
             drained = self._cond.wait_for(lambda: self._in_flight == 0, _remaining(deadline))
@@ -148,15 +146,24 @@ class TaskRunner:
         if not drained:
             self._abort.set()
             log.error("%s: stop timed out with %d task(s) still running", self.task_type, left)
-        executors = self._retired + ([self._executor] if self._executor is not None else [])
-        for executor in executors:
-            executor.shutdown(wait=False)
-        self._retired, self._executor, self._executor_size = [], None, 0
-        self._lease.stop()
         with self._cond:
-            self._running = False
-        log.info("%s: polling stopped", self.task_type)
+            # A start() that raced this stop owns the runner now: leave its state alone.
+            current = self._thread is thread and self._stopping
+            if current:
+                self._running = False
+        if current:
+            self._lease.stop()
+            log.info("%s: polling stopped", self.task_type)
         return drained
+
+    def _begin_stop(self) -> Optional[threading.Thread]:
+        """Stop taking tasks, without waiting; the poll thread to wait for, None when not running."""
+        with self._cond:
+            if not self._running:
+                return None
+            self._stopping = True
+            self._poke()
+            return self._thread
 
     def status(self) -> Dict[str, Any]:
         """Options in force, polling/paused, in-flight and counters, for dashboards and health checks."""
@@ -200,6 +207,15 @@ class TaskRunner:
                 self._cond.wait()
 
     def _poll_loop(self) -> None:
+        try:
+            self._poll_until_stopped()
+        finally:
+            # Tasks already submitted still run: shutdown(wait=False) only refuses new ones.
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)
+            self._executor, self._executor_size = None, 0
+
+    def _poll_until_stopped(self) -> None:
         backoff = Backoff()
         had_tasks = False
         while True:
@@ -207,15 +223,19 @@ class TaskRunner:
             if work is None:
                 return
             options, free = work
+            long_poll = not had_tasks
             try:
                 if self._poll_gate is not None and not self._poll_gate(self.task_type):
                     self._sleep(max(options.poll_interval, 100) / 1000.0)
                     continue
-                if had_tasks:
-                    tasks = self._poll(options, free, 0)
-                else:
+                if long_poll:
                     tasks = self._poll(options, 1, options.batch_poll_timeout)
+                else:
+                    tasks = self._poll(options, free, 0)
                 backoff.reset()
+                had_tasks = bool(tasks)
+                if tasks:
+                    self._dispatch(tasks)
             except Exception as exc:  # noqa: BLE001 - the loop must survive anything; logged below
                 delay = backoff.next()
                 self._record_error(exc)
@@ -227,10 +247,7 @@ class TaskRunner:
                 had_tasks = False
                 self._sleep(delay)
                 continue
-            had_tasks = bool(tasks)
-            if tasks:
-                self._dispatch(tasks)
-            elif options.poll_interval:
+            if long_poll and not had_tasks and options.poll_interval:
                 self._sleep(options.poll_interval / 1000.0)
 
     def _poll(self, options: PollingOptions, count: int, timeout_ms: int) -> List[Task]:
@@ -248,26 +265,26 @@ class TaskRunner:
 
     def _dispatch(self, tasks: List[Task]) -> None:
         """Take as many tasks as there are free slots now; give the rest back."""
+        received = time.monotonic()
         with self._cond:
             options = self._options
             take = 0 if (self._stopping or options.paused) else max(0, options.concurrency - self._in_flight)
             accepted, rejected = tasks[:take], tasks[take:]
             self._in_flight += len(accepted)
         self._count("polled", len(tasks))
+        if accepted:
+            # Submit first: the accepted tasks' response-timeout clocks are already running.
+            executor = self._executor_for(options)
+            for task in accepted:
+                executor.submit(self._work, task, received)
         for task in rejected:
             self._give_back(task, options)
-        if not accepted:
-            return
-        executor = self._executor_for(options)
-        for task in accepted:
-            executor.submit(self._work, task, time.monotonic())
 
     def _executor_for(self, options: PollingOptions) -> ThreadPoolExecutor:
         """The pool, grown when concurrency rose (only the poll thread calls this)."""
         if self._executor is None or self._executor_size < options.concurrency:
             if self._executor is not None:
                 self._executor.shutdown(wait=False)  # its threads finish their current tasks
-                self._retired.append(self._executor)
             self._executor = ThreadPoolExecutor(options.concurrency, thread_name_prefix=f"cw-{self.task_type}")
             self._executor_size = options.concurrency
         return self._executor
@@ -292,21 +309,20 @@ class TaskRunner:
 
     def _execute(self, task: Task, received: float) -> TaskResult:
         events = self._events
+        options = self._options
         if events is not None:
             call_hook(events.task_started, task)
-        lease = self._options.lease_extend
+        lease = options.lease_extend
         if lease:
             self._lease.track(task, received)
         started = time.monotonic()
         try:
-            result, error = run_task(self.worker, task)
+            result, error = run_task(self.worker, task, worker_id=options.worker_id or self._hostname)
         finally:
             if lease:
                 self._lease.untrack(task.task_id)
         if error is not None and not isinstance(error, NonRetryableError):
             log.warning("%s: task %s raised %s: %s", self.task_type, task.task_id, type(error).__name__, error)
-        if not result.worker_id:
-            result = attrs.evolve(result, worker_id=self._options.worker_id or self._hostname)
         self._count("completed" if result.status is TaskResultStatus.COMPLETED else "failed")
         if events is not None:
             if error is not None:
@@ -322,27 +338,30 @@ class TaskRunner:
 
     def _report(self, task: Task, result: TaskResult, received: float) -> Optional[Task]:
         """Send ``result``; the next task to run in this slot, if update-v2 handed one back."""
-        deadline = received + max(task.response_timeout_seconds, 0)
-        backoff = Backoff()
+        backoff: Optional[Backoff] = None  # only a failed report needs one
+        sanitised = False
         while True:
             try:
                 return self._send(result)
             except InvalidRequestError as exc:
-                if result.status is TaskResultStatus.FAILED and "not JSON-serialisable" in (
-                    result.reason_for_incompletion or ""
-                ):
-                    raise  # cannot even send the failure: give up (logged by _work)
+                if sanitised:  # not even the failure could be sent (e.g. unserialisable ``extra``)
+                    self._update_failed(task, result, exc)
+                    return None
+                sanitised = True
                 result = attrs.evolve(
                     result,
                     status=TaskResultStatus.FAILED,
                     output_data={},
                     reason_for_incompletion=f"the worker's output is not JSON-serialisable: {exc}",
                 )
-            except (APIError, ConductorError) as exc:
+            except InvalidResponseError as exc:
+                log.warning("%s: task %s reported, but the answer was unreadable: %s", self.task_type, task.task_id, exc)
+                return None
+            except ConductorError as exc:
                 retryable = not isinstance(exc, APIError) or exc.retryable
-                if isinstance(exc, InvalidResponseError):
-                    log.warning("%s: task %s reported, but the answer was unreadable: %s", self.task_type, task.task_id, exc)
-                    return None
+                if backoff is None:
+                    backoff = Backoff()
+                deadline = received + max(task.response_timeout_seconds, 0)
                 out_of_time = time.monotonic() >= deadline and backoff.attempts + 1 >= _MIN_UPDATE_ATTEMPTS
                 if not retryable or out_of_time or self._abort.is_set():
                     self._update_failed(task, result, exc)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 import attrs
 
 from .errors import InvalidOptionError, NonRetryableError
-from .models import Task, TaskDef, TaskExecLog, TaskResult
+from .models import Task, TaskDef, TaskExecLog, TaskResult, TaskResultStatus
 from .options import OPTION_NAMES, check_option_names
 
 WorkerResult = Union[TaskResult, Mapping[str, Any], None, Any]
@@ -208,13 +208,16 @@ def to_task_result(value: WorkerResult) -> TaskResult:
         return value
     if value is None:
         return TaskResult.complete()
-    return TaskResult.complete(_as_output(value))
+    return TaskResult(status=TaskResultStatus.COMPLETED, output_data=_as_output(value))  # no second copy
 
 
-def run_task(worker: Worker, task: Task) -> Tuple[TaskResult, Optional[BaseException]]:
+def run_task(
+    worker: Worker, task: Task, *, worker_id: Optional[str] = None
+) -> Tuple[TaskResult, Optional[BaseException]]:
     """Execute ``task`` with ``worker`` exactly as a runner does; never raises.
 
-    Returns the result addressed to the task (ids filled in, context logs attached) and the
+    Returns the result addressed to the task (ids filled in, ``worker_id`` unless the worker set
+    one, context logs attached) and the
     exception ``execute`` raised, if any: ``NonRetryableError`` gives FAILED_WITH_TERMINAL_ERROR,
     anything else FAILED with the message as reason and the traceback in the logs.
     """
@@ -236,6 +239,7 @@ def run_task(worker: Worker, task: Task) -> Tuple[TaskResult, Optional[BaseExcep
         result,
         task_id=result.task_id or task.task_id,
         workflow_instance_id=result.workflow_instance_id or task.workflow_instance_id,
+        worker_id=result.worker_id or worker_id,
         logs=context.logs + list(result.logs) if context.logs else result.logs,
     )
     return result, error

@@ -8,7 +8,7 @@ import time
 from typing import Any, Dict, List, Set
 
 import pytest
-from conftest import Env, cw_threads, wait_until
+from workers_support import Env, cw_threads, wait_until
 
 from conductor_workers import InvalidOptionError, Task, TaskStatus, WorkflowStatus, worker_task
 

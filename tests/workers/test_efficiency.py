@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from typing import Any, Dict
 
-from conftest import Env, wait_until
+from workers_support import Env, wait_until
 
 from conductor_workers import WorkflowStatus, worker_task
 

@@ -8,7 +8,7 @@ import time
 from typing import Any, Dict, List, Tuple
 
 import pytest
-from conftest import Env, wait_until
+from workers_support import Env, wait_until
 
 from conductor_workers import APIError, Task, TaskEvents, TaskResult, TaskStatus, WorkflowStatus, worker_task
 

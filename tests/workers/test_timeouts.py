@@ -5,7 +5,7 @@ import threading
 import time
 from typing import Any, Dict, List
 
-from conftest import Env
+from workers_support import Env
 
 from conductor_workers import Task, TaskStatus, WorkflowStatus, worker_task
 
