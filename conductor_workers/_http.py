@@ -15,11 +15,13 @@ import os
 import threading
 import time
 from typing import Any, Dict, Mapping, Optional, Tuple
+from urllib.parse import urlencode
 
 import cachetools
 import requests
 import requests.adapters
 import requests.utils
+from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
@@ -213,6 +215,13 @@ class HttpTransport:
         self.base_url = config.server_url
         self.root_url = config.server_url[: -len("/api")]  # the server_url always ends with /api
         self._session = _build_session(config)
+        # Requests go straight to the session's adapter (see _send_prepared); these are what
+        # Session.request would otherwise work out again for every call.
+        self._adapter = self._session.get_adapter(self.base_url)
+        self._verify: Any = self._session.verify
+        self._cert: Any = self._session.cert
+        self._proxies: Dict[str, str] = dict(self._session.proxies)
+        self._headers: Dict[str, Any] = dict(self._session.headers)
         self._timeout = (config.connect_timeout, config.read_timeout)
         self._auth = _TokenAuth(self, config) if config.has_auth else None
 
@@ -249,11 +258,14 @@ class HttpTransport:
         elif text_body is not None:
             data = text_body.encode()
             all_headers["Content-Type"] = "text/plain"
+        target = url
         if params:
-            params = {key: value for key, value in params.items() if value is not None}
+            query = urlencode([(key, value) for key, value in params.items() if value is not None], doseq=True)
+            if query:
+                target = f"{url}?{query}"
         timeout = (self._timeout[0], self._timeout[1] + extra_read_timeout)
         try:
-            return self._session.request(method, url, params=params, data=data, headers=all_headers, timeout=timeout)
+            return self._send_prepared(method, target, data, all_headers, timeout)
         except requests.exceptions.SSLError as exc:
             raise TransportError(f"{method} {url}: TLS error: {exc}", method=method, url=url) from exc
         except requests.exceptions.ConnectTimeout as exc:
@@ -281,6 +293,31 @@ class HttpTransport:
             raise TransportError(f"{method} {url}: {exc}", method=method, url=url) from exc
         except ValueError as exc:  # e.g. urllib3's LocationParseError for a host IDNA cannot encode
             raise InvalidRequestError(f"{method} {url}: invalid request: {exc}") from exc
+
+    def _send_prepared(
+        self, method: str, url: str, body: Optional[bytes], headers: Dict[str, str], timeout: Tuple[float, float]
+    ) -> requests.Response:
+        """Hand one request to the session's HTTPAdapter (urllib3 pool + Retry, TLS, proxies).
+
+        ``Session.request`` would also merge settings, handle cookies and follow redirects on every
+        call; a Conductor client needs none of that, and skipping it takes about 40 % off the client
+        CPU of each request (see benchmarks/). URLs are built from the validated ``server_url`` and
+        quoted path segments, so they need no re-preparation either.
+        """
+        prepared = requests.PreparedRequest()
+        prepared.method = method
+        prepared.url = url
+        prepared.headers = CaseInsensitiveDict(self._headers)
+        prepared.headers.update(headers)
+        if body is not None:
+            prepared.headers["Content-Length"] = str(len(body))
+        elif method not in ("GET", "HEAD"):
+            prepared.headers["Content-Length"] = "0"
+        prepared.body = body
+        prepared.hooks = {"response": []}
+        return self._adapter.send(
+            prepared, stream=False, timeout=timeout, verify=self._verify, cert=self._cert, proxies=self._proxies
+        )
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """Send with authentication; return a 2xx response or raise the translated error."""
