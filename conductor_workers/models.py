@@ -8,7 +8,8 @@ survives a round trip. ``None`` attributes are left out of the JSON, as the serv
 from __future__ import annotations
 
 import enum
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union
+from collections import abc
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union
 
 import attrs
 
@@ -87,79 +88,91 @@ def wire(
     return attrs.field(default=default, metadata=meta, converter=converter)
 
 
-@attrs.frozen
-class _FieldSpec:
-    attr: str
-    wire: str
-    model: Optional[Any]
-    many: bool
-    enum: Optional[Type[enum.Enum]]
+_Convert = Optional[Callable[[Any], Any]]
 
-    def load(self, value: Any) -> Any:
-        if self.model is not None:
-            if self.many:
-                return [self.model.from_json(item) if isinstance(item, Mapping) else item for item in value]
-            return self.model.from_json(value) if isinstance(value, Mapping) else value
-        if self.enum is not None:
+
+def _loader(model: Optional[Any], many: bool, enum_type: Optional[Type[enum.Enum]]) -> _Convert:
+    """How to turn a JSON value into the attribute's value (None: use it as it is)."""
+    if model is not None:
+        if many:
+            return lambda value: [model.from_json(i) if isinstance(i, abc.Mapping) else i for i in value]
+        return lambda value: model.from_json(value) if isinstance(value, abc.Mapping) else value
+    if enum_type is not None:
+
+        def load_enum(value: Any) -> Any:
             try:
-                return self.enum(value)
+                return enum_type(value)
             except ValueError:
                 return value  # a status from a newer server: keep the string, do not fail the poll
-        return value
 
-    def dump(self, value: Any) -> Any:
-        if self.model is not None:
-            if self.many:
-                return [item.to_json() if isinstance(item, WireModel) else item for item in value]
-            return value.to_json() if isinstance(value, WireModel) else value
-        if isinstance(value, enum.Enum):
-            return value.value
-        return value
+        return load_enum
+    return None
+
+
+def _dumper(model: Optional[Any], many: bool, enum_type: Optional[Type[enum.Enum]]) -> _Convert:
+    """How to turn the attribute's value into JSON (None: use it as it is)."""
+    if model is not None:
+        if many:
+            return lambda value: [i.to_json() if isinstance(i, WireModel) else i for i in value]
+        return lambda value: value.to_json() if isinstance(value, WireModel) else value
+    if enum_type is not None:
+        return lambda value: value.value if isinstance(value, enum.Enum) else value
+    return None
+
+
+_Spec = Tuple[Dict[str, Tuple[str, _Convert]], Tuple[Tuple[str, str, _Convert], ...]]
 
 
 class WireModel:
-    """Mixin giving an attrs class ``from_json`` and ``to_json`` from its fields' ``wire`` names."""
+    """Mixin giving an attrs class ``from_json`` and ``to_json`` from its fields' ``wire`` names.
+
+    The per-class tables are built once; parsing a polled Task is on every worker's hot path.
+    """
 
     __slots__ = ()
-    _specs: ClassVar[Dict[type, Tuple[Dict[str, _FieldSpec], Tuple[_FieldSpec, ...]]]] = {}
+    _specs: ClassVar[Dict[type, _Spec]] = {}
 
     @classmethod
-    def _spec(cls) -> Tuple[Dict[str, _FieldSpec], Tuple[_FieldSpec, ...]]:
+    def _spec(cls) -> _Spec:
         spec = WireModel._specs.get(cls)
         if spec is None:
-            fields = tuple(
-                _FieldSpec(f.name, f.metadata["wire"], f.metadata["model"], f.metadata["many"], f.metadata["enum"])
-                for f in attrs.fields(cls)  # type: ignore[arg-type]
-                if "wire" in f.metadata
+            fields = [f for f in attrs.fields(cls) if "wire" in f.metadata]  # type: ignore[arg-type]
+            loads = {
+                f.metadata["wire"]: (f.name, _loader(f.metadata["model"], f.metadata["many"], f.metadata["enum"]))
+                for f in fields
+            }
+            dumps = tuple(
+                (f.name, f.metadata["wire"], _dumper(f.metadata["model"], f.metadata["many"], f.metadata["enum"]))
+                for f in fields
             )
-            spec = ({f.wire: f for f in fields}, fields)
-            WireModel._specs[cls] = spec
+            spec = WireModel._specs[cls] = (loads, dumps)
         return spec
 
     @classmethod
     def from_json(cls: Type[_M], data: Mapping[str, Any]) -> _M:
         """Build from the server's JSON object; unknown keys go to ``extra``, ``null`` keeps defaults."""
-        by_wire, _ = cls._spec()
+        loads, _ = cls._spec()
         kwargs: Dict[str, Any] = {}
         extra: Dict[str, Any] = {}
         for key, value in data.items():
-            field = by_wire.get(key)
-            if field is None:
+            entry = loads.get(key)
+            if entry is None:
                 extra[key] = value
             elif value is not None:
-                kwargs[field.attr] = field.load(value)
+                attr, load = entry
+                kwargs[attr] = value if load is None else load(value)
         if extra:
             kwargs["extra"] = extra
         return cls(**kwargs)
 
     def to_json(self) -> Dict[str, Any]:
         """The JSON object the server expects, without ``None`` values."""
-        _, fields = self._spec()
+        _, dumps = self._spec()
         out: Dict[str, Any] = dict(getattr(self, "extra", {}))
-        for field in fields:
-            value = getattr(self, field.attr)
+        for attr, wire_name, dump in dumps:
+            value = getattr(self, attr)
             if value is not None:
-                out[field.wire] = field.dump(value)
+                out[wire_name] = value if dump is None else dump(value)
         return out
 
 

@@ -11,6 +11,7 @@ import inspect
 import threading
 import time
 import traceback
+from collections import abc
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import attrs
@@ -188,7 +189,9 @@ def worker_task(task_def_name: str, **options: Any) -> Callable[[Callable[..., A
 
 
 def _as_output(value: Any) -> Dict[str, Any]:
-    if isinstance(value, Mapping):
+    if type(value) is dict:
+        return value  # the common case; the runner never mutates it
+    if isinstance(value, abc.Mapping):
         return dict(value)
     if attrs.has(type(value)):
         return attrs.asdict(value)
