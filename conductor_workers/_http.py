@@ -21,7 +21,6 @@ import cachetools
 import requests
 import requests.adapters
 import requests.utils
-from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
@@ -307,12 +306,13 @@ class HttpTransport:
         prepared = requests.PreparedRequest()
         prepared.method = method
         prepared.url = url
-        prepared.headers = CaseInsensitiveDict(self._headers)
-        prepared.headers.update(headers)
+        # A plain dict is all HTTPAdapter.send needs (the keys here are spelled canonically).
+        all_headers = {**self._headers, **headers}
         if body is not None:
-            prepared.headers["Content-Length"] = str(len(body))
+            all_headers["Content-Length"] = str(len(body))
         elif method not in ("GET", "HEAD"):
-            prepared.headers["Content-Length"] = "0"
+            all_headers["Content-Length"] = "0"
+        prepared.headers = all_headers  # type: ignore[assignment]
         prepared.body = body
         prepared.hooks = {"response": []}
         return self._adapter.send(

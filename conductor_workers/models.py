@@ -80,9 +80,14 @@ def wire(
     many: bool = False,
     enum_type: Optional[Type[enum.Enum]] = None,
     converter: Any = None,
+    lazy: bool = False,
 ) -> Any:
-    """An attrs field that is serialised under the JSON key ``name``."""
-    meta = {"wire": name, "model": model, "many": many, "enum": enum_type}
+    """An attrs field that is serialised under the JSON key ``name``.
+
+    ``lazy=True`` (with ``model``): ``from_json`` stores the raw JSON object and the class exposes a
+    property that builds the model when asked; for nested objects that workers rarely read.
+    """
+    meta = {"wire": name, "model": model, "many": many, "enum": enum_type, "lazy": lazy}
     if factory is not None:
         return attrs.field(factory=factory, metadata=meta, converter=converter)
     return attrs.field(default=default, metadata=meta, converter=converter)
@@ -138,7 +143,11 @@ class WireModel:
         if spec is None:
             fields = [f for f in attrs.fields(cls) if "wire" in f.metadata]  # type: ignore[arg-type]
             loads = {
-                f.metadata["wire"]: (f.name, _loader(f.metadata["model"], f.metadata["many"], f.metadata["enum"]))
+                # attrs names the __init__ argument of a field "_x" "x"
+                f.metadata["wire"]: (
+                    f.name.lstrip("_"),
+                    None if f.metadata["lazy"] else _loader(f.metadata["model"], f.metadata["many"], f.metadata["enum"]),
+                )
                 for f in fields
             }
             dumps = tuple(
@@ -174,6 +183,10 @@ class WireModel:
             if value is not None:
                 out[wire_name] = value if dump is None else dump(value)
         return out
+
+
+def _built(model: Type[_M], value: Any) -> Optional[_M]:
+    return model.from_json(value) if isinstance(value, abc.Mapping) else value
 
 
 def _extra() -> Any:
@@ -303,10 +316,22 @@ class Task(WireModel):
     workflow_priority: int = wire("workflowPriority", 0)
     iteration: int = wire("iteration", 0)
     sub_workflow_id: Optional[str] = wire("subWorkflowId")
-    workflow_task: Optional[WorkflowTask] = wire("workflowTask", model=WorkflowTask)
-    task_definition: Optional[TaskDef] = wire("taskDefinition", model=TaskDef)
+    _workflow_task: Union[WorkflowTask, Mapping[str, Any], None] = wire(
+        "workflowTask", model=WorkflowTask, lazy=True
+    )
+    _task_definition: Union[TaskDef, Mapping[str, Any], None] = wire("taskDefinition", model=TaskDef, lazy=True)
     queue_wait_time: int = wire("queueWaitTime", 0)
     extra: Dict[str, Any] = _extra()
+
+    @property
+    def workflow_task(self) -> Optional[WorkflowTask]:
+        """The workflow step this task was scheduled for (built from the JSON on each access)."""
+        return _built(WorkflowTask, self._workflow_task)
+
+    @property
+    def task_definition(self) -> Optional[TaskDef]:
+        """The task definition in force when the task was scheduled (built on each access)."""
+        return _built(TaskDef, self._task_definition)
 
 
 @attrs.frozen
