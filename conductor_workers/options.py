@@ -54,7 +54,7 @@ class PollingOptions:
     concurrency: int = attrs.field(default=1, validator=_int_at_least(1))
     domain: Optional[str] = attrs.field(default=None, validator=_optional_str)
     worker_id: Optional[str] = attrs.field(default=None, validator=_optional_str)
-    batch_poll_timeout: int = attrs.field(default=1000, validator=_int_at_least(0, MAX_BATCH_POLL_TIMEOUT_MS))
+    batch_poll_timeout: int = attrs.field(default=2000, validator=_int_at_least(0, MAX_BATCH_POLL_TIMEOUT_MS))
     paused: bool = attrs.field(default=False, validator=_bool)
     lease_extend: bool = attrs.field(default=False, validator=_bool)
 

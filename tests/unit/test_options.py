@@ -21,7 +21,7 @@ def test_defaults():
     options = PollingOptions()
     assert options.poll_interval == 100
     assert options.concurrency == 1
-    assert options.batch_poll_timeout == 1000
+    assert options.batch_poll_timeout == 2000
     assert options.domain is None and options.worker_id is None
     assert options.paused is False and options.lease_extend is False
     assert options.explicit() == {}
