@@ -22,6 +22,13 @@ def pytest_report_header(config: pytest.Config) -> str:
     return describe_selection()
 
 
+def pytest_collection_modifyitems(items: "list[pytest.Item]") -> None:
+    """Every test that asks for the real server is marked ``real_server`` (``-m "not real_server"``)."""
+    for item in items:
+        if "real_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_server)
+
+
 @pytest.fixture(scope="session")
 def real_server() -> Iterator[RealConductorServer]:
     server = RealConductorServer()

@@ -32,7 +32,7 @@ class ConductorUnderTest:
     local: Optional[LocalConductor] = None
 
 
-@pytest.fixture(scope="session", params=["local", "real"], ids=["local", "real"])
+@pytest.fixture(scope="session", params=["local", pytest.param("real", marks=pytest.mark.real_server)], ids=["local", "real"])
 def conductor(request: pytest.FixtureRequest) -> Iterator[ConductorUnderTest]:
     if request.param == "local":
         with LocalConductor(sweep_interval=LOCAL_SWEEP_INTERVAL) as server:
