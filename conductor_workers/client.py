@@ -89,21 +89,21 @@ class TaskClient(_Api):
         self,
         *,
         workflow_id: str,
-        task_ref_name: str,
+        ref_name: str,
         status: StatusLike,
         output: Optional[Mapping[str, Any]] = None,
         worker_id: Optional[str] = None,
     ) -> str:
-        """Update the pending task ``task_ref_name`` of a workflow; ``output`` is merged into its output.
+        """Update the pending task ``ref_name`` of a workflow; ``output`` is merged into its output.
 
         The server answers an empty 200 when no such task is pending; that raises
         :class:`~conductor_workers.errors.NotFoundError` so that the update is never lost silently.
         """
-        path = self._by_ref_path(workflow_id, task_ref_name, status)
+        path = self._by_ref_path(workflow_id, ref_name, status)
         task_id = self._http.call_text("POST", path, params={"workerid": worker_id}, json_body=dict(output or {}))
         if not task_id:
             raise NotFoundError(
-                f"workflow {workflow_id} has no pending task {task_ref_name!r} to update",
+                f"workflow {workflow_id} has no pending task {ref_name!r} to update",
                 status_code=200,
                 method="POST",
                 url=path,
@@ -114,20 +114,20 @@ class TaskClient(_Api):
         self,
         *,
         workflow_id: str,
-        task_ref_name: str,
+        ref_name: str,
         status: StatusLike,
         output: Optional[Mapping[str, Any]] = None,
         worker_id: Optional[str] = None,
     ) -> Workflow:
         """Like :meth:`update_task_by_ref_name`, and return the workflow as it is after the update."""
-        path = self._by_ref_path(workflow_id, task_ref_name, status) + "/sync"
+        path = self._by_ref_path(workflow_id, ref_name, status) + "/sync"
         data = self._http.call_json("POST", path, params={"workerid": worker_id}, json_body=dict(output or {}))
         return Workflow.from_json(data)
 
     @staticmethod
-    def _by_ref_path(workflow_id: str, task_ref_name: str, status: StatusLike) -> str:
+    def _by_ref_path(workflow_id: str, ref_name: str, status: StatusLike) -> str:
         code = TaskResultStatus.coerce(status).value
-        return f"tasks/{_seg(workflow_id)}/{_seg(task_ref_name)}/{code}"
+        return f"tasks/{_seg(workflow_id)}/{_seg(ref_name)}/{code}"
 
     def get_task(self, task_id: str) -> Task:
         """The task; an unknown id raises NotFoundError (servers ≤ 3.21.19 answer 204, newer ones 404)."""

@@ -57,7 +57,7 @@ class WorkflowExecutor:
         """
         return self.client.tasks.update_task_by_ref_name(
             workflow_id=workflow_instance_id,
-            task_ref_name=task_reference_name,
+            ref_name=task_reference_name,
             status=TaskResultStatus.coerce(status),
             output=output,
         )
@@ -72,7 +72,7 @@ class WorkflowExecutor:
         """Like :meth:`update_task_by_ref_name`, returning the workflow after the update."""
         return self.client.tasks.update_task_by_ref_name_sync(
             workflow_id=workflow_instance_id,
-            task_ref_name=task_reference_name,
+            ref_name=task_reference_name,
             status=TaskResultStatus.coerce(status),
             output=output,
         )

@@ -261,7 +261,7 @@ def test_update_by_ref_name_with_worker_id_low_level(client):
     reg = register_simple_workflow(client, ["a"])
     workflow_id = client.workflows.start_by_name(reg.workflow, {})
     task_id = client.tasks.update_task_by_ref_name(
-        workflow_id=workflow_id, task_ref_name="a", status="COMPLETED", output={"v": 1}, worker_id="by-ref"
+        workflow_id=workflow_id, ref_name="a", status="COMPLETED", output={"v": 1}, worker_id="by-ref"
     )
     task = client.tasks.get_task(task_id)
     assert task.worker_id == "by-ref"

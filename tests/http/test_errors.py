@@ -282,12 +282,12 @@ def test_update_by_ref_name_empty_200_is_not_found(server, client):
     server.route("POST", "tasks/w-1/wait_ref/COMPLETED", Reply(200, ""), Reply(200, "t-9"))
     with pytest.raises(NotFoundError) as info:
         client.tasks.update_task_by_ref_name(
-            workflow_id="w-1", task_ref_name="wait_ref", status="COMPLETED", output={"a": 1}
+            workflow_id="w-1", ref_name="wait_ref", status="COMPLETED", output={"a": 1}
         )
     assert "wait_ref" in str(info.value) and "w-1" in str(info.value)
     assert server.requests[-1].json() == {"a": 1}
     assert (
-        client.tasks.update_task_by_ref_name(workflow_id="w-1", task_ref_name="wait_ref", status="COMPLETED")
+        client.tasks.update_task_by_ref_name(workflow_id="w-1", ref_name="wait_ref", status="COMPLETED")
         == "t-9"
     )
 
