@@ -9,6 +9,7 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from . import errors as _errors
 from ._version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
@@ -62,24 +63,7 @@ _EXPORTS = {
     "current_task": "worker",
     "worker_task": "worker",
 }
-_EXPORTS.update(
-    dict.fromkeys(
-        [
-            "APIError",
-            "AuthenticationError",
-            "ConductorError",
-            "ConflictError",
-            "EndpointNotSupportedError",
-            "InvalidOptionError",
-            "InvalidRequestError",
-            "InvalidResponseError",
-            "NonRetryableError",
-            "NotFoundError",
-            "TransportError",
-        ],
-        "errors",
-    )
-)
+_EXPORTS.update(dict.fromkeys(_errors.__all__, "errors"))  # errors.py is stdlib-only: cheap to load
 _EXPORTS.update(
     dict.fromkeys(
         [

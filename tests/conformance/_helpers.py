@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import attrs
+
+from waiting import wait_until  # noqa: F401 - shared; re-exported for the test modules
 
 from conductor_workers import ConductorClient, WorkflowExecutor
 from conductor_workers.models import Task, TaskDef, TaskResult, Workflow, WorkflowDef
 
-T = TypeVar("T")
 
 OWNER = "conformance@example.com"
 
@@ -93,21 +94,6 @@ def register_simple_workflow(
     }
     client.metadata.register_workflow_def(WorkflowDef.from_json(wf_json))
     return Registered(workflow, refs, types)
-
-
-def wait_until(
-    predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, message: str = "condition"
-) -> T:
-    """Call ``predicate`` until it returns something truthy (returned); AssertionError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = predicate()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{message} not met within {timeout:.1f}s (last value: {last!r})")
-        time.sleep(interval)
 
 
 def poll_one(

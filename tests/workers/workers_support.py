@@ -11,6 +11,7 @@ import uuid
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from proxy import CuttableProxy
+from waiting import wait_until as _wait_until
 
 from conductor_workers import (
     ConductorClient,
@@ -27,15 +28,8 @@ WAIT = 60.0  # generous: the machines are shared and the real server is slower
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = WAIT, interval: float = 0.05, message: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy; that value, or AssertionError at ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {message or predicate!r}")
-        time.sleep(interval)
+    """:func:`waiting.wait_until` with this suite's generous default timeout."""
+    return _wait_until(predicate, timeout, interval, message)
 
 
 def unique(prefix: str) -> str:
