@@ -9,6 +9,8 @@ up again on every call (about a third of its per-request cost).
 """
 from __future__ import annotations
 
+import email.utils
+import http.client
 import json
 import logging
 import os
@@ -21,6 +23,7 @@ import cachetools
 import requests
 import requests.adapters
 import requests.utils
+import urllib3.exceptions
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
@@ -42,6 +45,7 @@ log = logging.getLogger(__name__)
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _RETRY_STATUSES = (429, 502, 503, 504)
 _TOKEN_ERRORS = ("EXPIRED_TOKEN", "INVALID_TOKEN")
+RETRY_AFTER_CAP = 30.0  # seconds: a longer Retry-After is honoured only up to this
 _STATUS_ERRORS = {
     401: AuthenticationError,
     403: AuthenticationError,
@@ -49,6 +53,70 @@ _STATUS_ERRORS = {
     405: EndpointNotSupportedError,
     409: ConflictError,
 }
+
+
+class _CappedRetry(Retry):
+    """urllib3's Retry, with ``Retry-After`` honoured up to :data:`RETRY_AFTER_CAP` seconds."""
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        return min(float(super().parse_retry_after(retry_after)), RETRY_AFTER_CAP)
+
+
+def parse_retry_after(value: Optional[str]) -> Optional[float]:
+    """``Retry-After`` (delta-seconds or an HTTP date) in seconds, capped; None when absent or unreadable."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        seconds = float(text)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP)
+
+
+def _adapter(config: Configuration, retry: Retry) -> requests.adapters.HTTPAdapter:
+    return requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=config.pool_maxsize, max_retries=retry)
+
+
+def _idempotent_retry(config: Configuration) -> Retry:
+    """Connection errors for every method; read errors and 429/502/503/504 for idempotent ones."""
+    return _CappedRetry(
+        total=config.max_retries,
+        connect=config.max_retries,
+        read=config.max_retries,
+        status=config.max_retries,
+        backoff_factor=config.backoff_factor,
+        status_forcelist=_RETRY_STATUSES,
+        allowed_methods=_IDEMPOTENT_METHODS,  # connect errors are retried for every method
+        raise_on_status=False,
+        respect_retry_after_header=True,
+    )
+
+
+def _connect_only_retry(config: Configuration) -> Retry:
+    """For requests that must not be sent twice (polls dequeue tasks): only a failed connect is retried.
+
+    Nothing is retried once the request may have reached the server, and urllib3 never sleeps on a
+    ``Retry-After``: the caller (the runner) decides, where ``stop_polling`` can interrupt the wait.
+    """
+    return Retry(
+        total=config.max_retries,
+        connect=config.max_retries,
+        read=0,
+        status=0,
+        other=0,
+        redirect=0,
+        backoff_factor=config.backoff_factor,
+        raise_on_status=False,
+        raise_on_redirect=False,
+        respect_retry_after_header=False,
+    )
 
 
 def _build_session(config: Configuration) -> requests.Session:
@@ -64,20 +132,7 @@ def _build_session(config: Configuration) -> requests.Session:
     session.proxies.update(proxies)
     session.verify = verify
     session.cert = config.cert
-    retry = Retry(
-        total=config.max_retries,
-        connect=config.max_retries,
-        read=config.max_retries,
-        status=config.max_retries,
-        backoff_factor=config.backoff_factor,
-        status_forcelist=_RETRY_STATUSES,
-        allowed_methods=_IDEMPOTENT_METHODS,  # connect errors are retried for every method
-        raise_on_status=False,
-        respect_retry_after_header=True,
-    )
-    adapter = requests.adapters.HTTPAdapter(
-        pool_connections=4, pool_maxsize=config.pool_maxsize, max_retries=retry
-    )
+    adapter = _adapter(config, _idempotent_retry(config))
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers.update({"Accept": "application/json", "User-Agent": f"conductor-workers/{__version__}"})
@@ -119,6 +174,7 @@ def api_error(method: str, url: str, resp: requests.Response) -> APIError:
         retryable=status >= 500 or status == 429 or bool(payload.get("retryable")),
         body=text,
         error_code=str(payload["error"]) if payload.get("error") is not None else None,
+        retry_after=parse_retry_after(resp.headers.get("Retry-After")) if status in (429, 503) else None,
     )
 
 
@@ -184,7 +240,7 @@ class _TokenAuth:
             self._retry_at = now + delay
             error = api_error("POST", self._transport.base_url + "/token", resp)
             self._last_error = AuthenticationError(
-                f"the server refused key id {self._key_id!r}: {error.server_message or error.body or 'no message'}"
+                f"the server refused key id {self._key_id!r}: {error.server_message or 'no message'}"
                 f" (new attempts are refused for {delay:.0f}s)",
                 status_code=resp.status_code,
                 method="POST",
@@ -197,13 +253,20 @@ class _TokenAuth:
         if resp.status_code >= 400:
             raise api_error("POST", self._transport.base_url + "/token", resp)
         self._failures, self._last_error = 0, None
-        token = self._transport.decode_json(resp, "POST token")
-        if not isinstance(token, dict) or not token.get("token"):
+        try:
+            payload = json.loads(resp.content) if resp.content else None
+        except ValueError:
+            payload = None
+        token = payload.get("token") if isinstance(payload, dict) else None
+        if not isinstance(token, str) or not token:
+            # The body is left out of the error on purpose: whatever it is, it may hold a credential.
             raise InvalidResponseError(
-                "POST /token answered without a token", status_code=resp.status_code, body=resp.text[:500]
+                f"POST {self._transport.base_url}/token answered HTTP {resp.status_code} without a token "
+                f"(expected a JSON object with a 'token' string; got {len(resp.content)} bytes, not shown)",
+                status_code=resp.status_code,
             )
         log.debug("fetched a new auth token for key id %r", self._key_id)
-        return str(token["token"])
+        return token
 
 
 class HttpTransport:
@@ -217,6 +280,8 @@ class HttpTransport:
         # Requests go straight to the session's adapter (see _send_prepared); these are what
         # Session.request would otherwise work out again for every call.
         self._adapter = self._session.get_adapter(self.base_url)
+        # Polls go through a pool of their own whose urllib3 retries stop at connection errors.
+        self._once_adapter = _adapter(config, _connect_only_retry(config))
         self._verify: Any = self._session.verify
         self._cert: Any = self._session.cert
         self._proxies: Dict[str, str] = dict(self._session.proxies)
@@ -226,6 +291,7 @@ class HttpTransport:
 
     def close(self) -> None:
         self._session.close()
+        self._once_adapter.close()
 
     def _url(self, path: str) -> str:
         return self.root_url + path if path.startswith("/") else f"{self.base_url}/{path}"
@@ -240,10 +306,15 @@ class HttpTransport:
         text_body: Optional[str] = None,
         headers: Optional[Dict[str, str]] = None,
         extra_read_timeout: float = 0.0,
+        send_once: bool = False,
     ) -> requests.Response:
-        """Send one request and return the raw response, whatever its status (no auth header).
+        """Send one request and return the fully read response, whatever its status (no auth header).
 
         ``path`` is relative to ``server_url`` (``.../api``), or to the server's root if it starts with ``/``.
+        ``send_once``: never re-send once the request may have reached the server (connect errors
+        only are retried, and no ``Retry-After`` is slept on); for requests with side effects on
+        the server that a retry would repeat, such as polls.
+        Everything that can go wrong, reading the body included, raises a ConductorError.
         """
         url = self._url(path)
         data: Optional[bytes] = None
@@ -263,8 +334,9 @@ class HttpTransport:
             if query:
                 target = f"{url}?{query}"
         timeout = (self._timeout[0], self._timeout[1] + extra_read_timeout)
+        adapter = self._once_adapter if send_once else self._adapter
         try:
-            return self._send_prepared(method, target, data, all_headers, timeout)
+            return self._send_prepared(adapter, method, target, data, all_headers, timeout)
         except requests.exceptions.SSLError as exc:
             raise TransportError(f"{method} {url}: TLS error: {exc}", method=method, url=url) from exc
         except requests.exceptions.ConnectTimeout as exc:
@@ -288,13 +360,25 @@ class HttpTransport:
                 method=method,
                 url=url,
             ) from exc
+        except (urllib3.exceptions.HTTPError, http.client.HTTPException) as exc:  # a body read requests did not wrap
+            raise TransportError(
+                f"{method} {url}: the connection broke during the answer ({type(exc).__name__}: {exc})",
+                method=method,
+                url=url,
+            ) from exc
         except OSError as exc:  # requests raises a bare OSError for a missing CA bundle or client cert
             raise TransportError(f"{method} {url}: {exc}", method=method, url=url) from exc
         except ValueError as exc:  # e.g. urllib3's LocationParseError for a host IDNA cannot encode
             raise InvalidRequestError(f"{method} {url}: invalid request: {exc}") from exc
 
     def _send_prepared(
-        self, method: str, url: str, body: Optional[bytes], headers: Dict[str, str], timeout: Tuple[float, float]
+        self,
+        adapter: requests.adapters.HTTPAdapter,
+        method: str,
+        url: str,
+        body: Optional[bytes],
+        headers: Dict[str, str],
+        timeout: Tuple[float, float],
     ) -> requests.Response:
         """Hand one request to the session's HTTPAdapter (urllib3 pool + Retry, TLS, proxies).
 
@@ -302,6 +386,9 @@ class HttpTransport:
         call; a Conductor client needs none of that, and skipping it takes about 40 % off the client
         CPU of each request (see benchmarks/). URLs are built from the validated ``server_url`` and
         quoted path segments, so they need no re-preparation either.
+
+        The body is read here, as ``Session.send`` would: a broken or stalled answer fails inside
+        the caller's error translation, and the connection always goes back to the pool.
         """
         prepared = requests.PreparedRequest()
         prepared.method = method
@@ -315,9 +402,15 @@ class HttpTransport:
         prepared.headers = all_headers  # type: ignore[assignment]
         prepared.body = body
         prepared.hooks = {"response": []}
-        return self._adapter.send(
+        resp = adapter.send(
             prepared, stream=False, timeout=timeout, verify=self._verify, cert=self._cert, proxies=self._proxies
         )
+        try:
+            resp.content  # noqa: B018 - reads the whole body now and releases the connection
+        except BaseException:
+            resp.close()  # a half-read connection is not reusable: drop it
+            raise
+        return resp
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """Send with authentication; return a 2xx response or raise the translated error."""

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from ._http import HttpTransport
 from .config import Configuration
-from .errors import NotFoundError
+from .errors import InvalidResponseError, NotFoundError
 from .models import (
     PollData,
     StartWorkflowRequest,
@@ -35,6 +35,56 @@ def _seg(value: str) -> str:
     return quote(str(value), safe="")
 
 
+# The fields a runner relies on, with the JSON types they must have when present.
+_TASK_FIELD_TYPES = (
+    ("taskId", str),
+    ("workflowInstanceId", str),
+    ("taskType", str),
+    ("status", str),
+    ("inputData", dict),
+    ("outputData", dict),
+    ("responseTimeoutSeconds", int),
+    ("callbackAfterSeconds", int),
+    ("retryCount", int),
+)
+
+
+def _task(data: Any, what: str) -> Task:
+    """A Task from a server answer; anything that is not a task object is an InvalidResponseError."""
+    if isinstance(data, dict):
+        wrong = [
+            f"{key}={data[key]!r}"
+            for key, kind in _TASK_FIELD_TYPES
+            if data.get(key) is not None and (not isinstance(data[key], kind) or isinstance(data[key], bool))
+        ]
+        try:
+            if not wrong:
+                return Task.from_json(data)
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            wrong.append(f"{type(exc).__name__}: {exc}")
+        problem = "a task with fields of the wrong type (" + ", ".join(wrong)[:300] + ")"
+    else:
+        problem = f"{type(data).__name__} {_preview(data)} where a task object belongs"
+    raise InvalidResponseError(f"{what}: the server answered with {problem}", status_code=200, body=_preview(data))
+
+
+def _tasks(data: Any, what: str) -> List[Task]:
+    if not data:
+        return []
+    if not isinstance(data, list):
+        raise InvalidResponseError(
+            f"{what}: expected a JSON list of tasks, got {type(data).__name__} {_preview(data)}",
+            status_code=200,
+            body=_preview(data),
+        )
+    return [_task(item, what) for item in data]
+
+
+def _preview(data: Any) -> str:
+    text = repr(data)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 class _Api:
     __slots__ = ("_http",)
 
@@ -50,9 +100,9 @@ class TaskClient(_Api):
     def poll(self, task_type: str, *, worker_id: Optional[str] = None, domain: Optional[str] = None) -> Optional[Task]:
         """One task of ``task_type``, or None when none is queued."""
         data = self._http.call_json(
-            "GET", f"tasks/poll/{_seg(task_type)}", params={"workerid": worker_id, "domain": domain}
+            "GET", f"tasks/poll/{_seg(task_type)}", params={"workerid": worker_id, "domain": domain}, send_once=True
         )
-        return Task.from_json(data) if data else None
+        return _task(data, f"GET tasks/poll/{task_type}") if data else None
 
     def batch_poll(
         self,
@@ -64,13 +114,19 @@ class TaskClient(_Api):
     ) -> List[Task]:
         """Up to ``count`` tasks; the server answers when it has ``count`` or after ``timeout_ms``.
 
-        An empty queue gives ``[]`` whether the server says ``204`` (≤ 3.21.19) or ``200 []``.
+        An empty queue gives ``[]`` whether the server says ``204`` (≤ 3.21.19) or ``200 []``. A poll
+        is never re-sent once it may have reached the server (the server may already have handed
+        out tasks for it); an answer that is not a list of task objects is an InvalidResponseError.
         """
         params = {"count": count, "timeout": timeout_ms, "workerid": worker_id, "domain": domain}
         data = self._http.call_json(
-            "GET", f"tasks/poll/batch/{_seg(task_type)}", params=params, extra_read_timeout=timeout_ms / 1000.0
+            "GET",
+            f"tasks/poll/batch/{_seg(task_type)}",
+            params=params,
+            extra_read_timeout=timeout_ms / 1000.0,
+            send_once=True,
         )
-        return [Task.from_json(item) for item in data] if data else []
+        return _tasks(data, f"GET tasks/poll/batch/{task_type}")
 
     def update_task(self, result: TaskResult) -> str:
         """Report a result; returns the task id (also when the server ignored a late update)."""
@@ -83,7 +139,7 @@ class TaskClient(_Api):
         3.21.12, which lack the endpoint; use :meth:`update_task` there.
         """
         data = self._http.call_json("POST", "tasks/update-v2", json_body=result.to_json())
-        return Task.from_json(data) if data else None
+        return _task(data, "POST tasks/update-v2") if data else None
 
     def update_task_by_ref_name(
         self,
@@ -134,7 +190,7 @@ class TaskClient(_Api):
         data = self._http.call_json("GET", f"tasks/{_seg(task_id)}")
         if not data:
             raise NotFoundError(f"task {task_id} not found", status_code=204, method="GET", url=f"tasks/{task_id}")
-        return Task.from_json(data)
+        return _task(data, f"GET tasks/{task_id}")
 
     def add_log(self, task_id: str, message: str) -> None:
         """Append one line to the task's execution log (dropped by servers with indexing off)."""

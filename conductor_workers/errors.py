@@ -35,7 +35,8 @@ class APIError(ConductorError):
 
     ``message`` is the server's own ``ErrorResponse.message`` when it sent one; ``validation_errors``
     is its list of ``{"path", "message", "invalidValue"}`` entries; ``retryable`` says whether the
-    same request may succeed later (5xx, 429, or the server said so).
+    same request may succeed later (5xx, 429, or the server said so); ``retry_after`` is the
+    server's ``Retry-After`` on a 429/503, in seconds (capped at 30), or None.
     """
 
     def __init__(
@@ -50,6 +51,7 @@ class APIError(ConductorError):
         retryable: bool = False,
         body: str = "",
         error_code: Optional[str] = None,
+        retry_after: Optional[float] = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
@@ -60,6 +62,7 @@ class APIError(ConductorError):
         self.retryable = retryable
         self.body = body
         self.error_code = error_code
+        self.retry_after = retry_after
 
 
 class NotFoundError(APIError):

@@ -41,7 +41,13 @@ class Reply:
         headers: Optional[Mapping[str, str]] = None,
         delay: float = 0.0,
         content_type: Optional[str] = None,
+        truncate_to: Optional[int] = None,
+        stall_after_body_part: float = 0.0,
     ) -> None:
+        """``truncate_to=N``: announce the whole body but send only N bytes of it, then close;
+        ``stall_after_body_part``: with ``truncate_to``, wait this long before closing."""
+        self.truncate_to = truncate_to
+        self.stall_after_body_part = stall_after_body_part
         self.status = status
         if body is None:
             self.payload = b""
@@ -93,12 +99,18 @@ class ScriptedServer:
     def __init__(self) -> None:
         self.routes: Dict[Tuple[str, str], Script] = {}
         self.requests: List[Recorded] = []
+        self.connections = 0  # TCP connections accepted
         self._lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True
+
+            def setup(self) -> None:
+                super().setup()
+                with server._lock:
+                    server.connections += 1
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -118,6 +130,13 @@ class ScriptedServer:
                         self.send_header(key, value)
                     self.send_header("Content-Length", str(len(reply.payload)))
                     self.end_headers()
+                    if reply.truncate_to is not None:
+                        self.wfile.write(reply.payload[: reply.truncate_to])
+                        self.wfile.flush()
+                        if reply.stall_after_body_part:
+                            time.sleep(reply.stall_after_body_part)
+                        self.close_connection = True
+                        return
                     if reply.payload and self.command != "HEAD":
                         self.wfile.write(reply.payload)
                     self.wfile.flush()
