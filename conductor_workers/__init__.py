@@ -6,7 +6,6 @@ Public names are imported on first use (PEP 562), so ``import conductor_workers`
 from __future__ import annotations
 
 import importlib
-import logging
 from typing import TYPE_CHECKING, Any
 
 from . import errors as _errors
@@ -86,7 +85,9 @@ _EXPORTS.update(
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
-logging.getLogger(__name__).addHandler(logging.NullHandler())
+# No NullHandler on purpose: with no logging configured, Python prints WARNING and above to stderr,
+# so a worker that cannot reach its server is visible. The runners log state changes (first
+# failure, a reminder once a minute, recovery), not every retry.
 
 
 def __getattr__(name: str) -> Any:

@@ -1,12 +1,13 @@
 """``TaskManager``: runs one :class:`TaskRunner` per worker, with options changed at runtime.
 
 The Python counterpart of the JavaScript SDK's ``TaskManager`` (``startPolling``, ``stopPolling``,
-``isPolling``, ``updatePollingOptions``, ``updatePollingOptionForWorker``). It installs no signal
-handlers and never forks, so it embeds in any service; see the README for a SIGTERM recipe.
+``isPolling``, ``updatePollingOptions``, ``updatePollingOptionForWorker``). It never forks and
+installs signal handlers only inside :meth:`TaskManager.serve_forever`, so it embeds in any service.
 """
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from typing import Any, Dict, Iterable, Mapping, Optional, Union
@@ -16,7 +17,7 @@ from .errors import InvalidOptionError
 from .events import TaskEvents, UpdateFailureHook
 from .models import TaskDef
 from .options import PollingOptions, check_option_names, options_from_env, resolve_options
-from .runner import PollGate, TaskRunner
+from .runner import DEFAULT_SHUTDOWN_TIMEOUT, PollGate, TaskRunner
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,15 @@ def _explicit(options: OptionsLike) -> Dict[str, Any]:
     return dict(options)
 
 
+def _updated(current: PollingOptions, options: OptionsLike, changes: Mapping[str, Any]) -> PollingOptions:
+    """A PollingOptions object replaces ``current`` in full; a dict and keywords change just their fields."""
+    if isinstance(options, PollingOptions):
+        base, fields = options, dict(changes)
+    else:
+        base, fields = current, {**_explicit(options), **changes}
+    return base.evolve(**fields) if fields else base
+
+
 class TaskManager:
     """Runs workers: ``start_polling()``, change options while they run, ``stop_polling()``.
 
@@ -44,6 +54,8 @@ class TaskManager:
     :param on_update_failure: called with ``(task, result, error)`` when a result could not be reported.
     :param poll_gate: called with the task type before each poll; returning False skips that poll.
     :param environ: where to read environment options from (default ``os.environ``).
+    :param shutdown_timeout: seconds in-flight tasks get to finish and be reported when the host's
+        main thread ends while polling, and the default drain time of :meth:`serve_forever`.
     """
 
     def __init__(
@@ -56,8 +68,13 @@ class TaskManager:
         on_update_failure: Optional[UpdateFailureHook] = None,
         poll_gate: Optional[PollGate] = None,
         environ: Optional[Mapping[str, str]] = None,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     ) -> None:
+        if isinstance(shutdown_timeout, bool) or not isinstance(shutdown_timeout, (int, float)) or shutdown_timeout < 0:
+            raise InvalidOptionError(f"shutdown_timeout must be a number of seconds >= 0, got {shutdown_timeout!r}")
         self._client = client
+        self.shutdown_timeout = float(shutdown_timeout)
+        self._stop_requested = threading.Event()  # set by stop_polling: ends serve_forever
         self._workers: Dict[str, Worker] = {}
         for worker in workers:
             if not isinstance(worker, Worker):
@@ -79,6 +96,7 @@ class TaskManager:
                 events=events,
                 on_update_failure=on_update_failure,
                 poll_gate=poll_gate,
+                shutdown_timeout=self.shutdown_timeout,
             )
         self._task_defs_registered = False
 
@@ -88,15 +106,19 @@ class TaskManager:
         """Start every runner (registering task definitions first where workers ask for it)."""
         self._register_task_defs()  # HTTP: outside the lock (a second registration is a harmless upsert)
         with self._lock:
+            self._stop_requested.clear()
             for runner in self._runners.values():
                 runner.start()
 
     def stop_polling(self, timeout: Optional[float] = 30.0) -> bool:
         """Stop polling and wait until in-flight tasks have finished and been reported.
 
-        Returns True when every runner drained within ``timeout`` seconds. Idempotent.
+        Returns within ``timeout`` seconds, True when every poll thread ended and every in-flight
+        task was reported by then. Idempotent; callable from any thread, also from a worker (which
+        then does not wait for its own task).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._stop_requested.set()
         runners = list(self._runners.values())
         # Every runner stops taking tasks first; then they drain side by side under one deadline.
         for runner in runners:
@@ -105,6 +127,39 @@ class TaskManager:
             runner.stop(None if deadline is None else max(0.0, deadline - time.monotonic())) for runner in runners
         ]
         return all(results)
+
+    def serve_forever(self, shutdown_timeout: Optional[float] = None) -> bool:
+        """Poll until SIGINT or SIGTERM (or :meth:`stop_polling` from another thread), then drain.
+
+        For scripts and services whose main job is running workers. Called from the main thread, it
+        installs SIGINT and SIGTERM handlers for its own duration and restores the previous ones
+        before draining, so that a second Ctrl-C interrupts the drain. Returns what
+        :meth:`stop_polling` returns, with ``shutdown_timeout`` (default: the manager's).
+        """
+        timeout = self.shutdown_timeout if shutdown_timeout is None else shutdown_timeout
+        self.start_polling()
+        received = []
+
+        def on_signal(signum: int, frame: Any) -> None:
+            received.append(signum)
+            self._stop_requested.set()
+
+        previous: Dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.signal(signum, on_signal)
+        try:
+            # A bounded wait keeps the main thread responsive to signals on every platform.
+            while not self._stop_requested.wait(1.0):
+                if not self.is_polling:
+                    log.error("every poll thread has ended; serve_forever returns")
+                    break
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        if received:
+            log.warning("%s received: draining in-flight tasks (up to %.0fs)", signal.Signals(received[0]).name, timeout)
+        return self.stop_polling(timeout)
 
     @property
     def is_polling(self) -> bool:
@@ -121,19 +176,25 @@ class TaskManager:
     # -- runtime options ---------------------------------------------------------------------------
 
     def update_polling_options(self, options: OptionsLike = None, **changes: Any) -> None:
-        """Change options of every worker (validated for all first: a bad value changes nothing)."""
-        changes = {**_explicit(options), **changes}
+        """Change options of every worker (validated for all first: a bad value changes nothing).
+
+        A :class:`PollingOptions` object replaces every worker's options in full; a dict or
+        keywords change just the fields they name.
+        """
         with self._lock:
-            updated = {name: runner.options.evolve(**changes) for name, runner in self._runners.items()}
+            updated = {name: _updated(runner.options, options, changes) for name, runner in self._runners.items()}
             for name, new_options in updated.items():
                 self._runners[name].update_options(new_options)
 
     def update_polling_option_for_worker(self, task_def_name: str, options: OptionsLike = None, **changes: Any) -> None:
-        """Change options of one worker; beats the manager's and the worker's own settings."""
-        changes = {**_explicit(options), **changes}
+        """Change options of one worker; beats the manager's and the worker's own settings.
+
+        A :class:`PollingOptions` object replaces its options in full; a dict or keywords change
+        just the fields they name.
+        """
         with self._lock:
             runner = self._runner(task_def_name)
-            runner.update_options(runner.options.evolve(**changes))
+            runner.update_options(_updated(runner.options, options, changes))
 
     def options_for(self, task_def_name: str) -> PollingOptions:
         """The options in force for one worker."""

@@ -58,6 +58,13 @@ class PollingOptions:
     paused: bool = attrs.field(default=False, validator=_bool)
     lease_extend: bool = attrs.field(default=False, validator=_bool)
 
+    def __attrs_post_init__(self) -> None:
+        if self.poll_interval == 0 and self.batch_poll_timeout == 0:
+            raise InvalidOptionError(
+                "poll_interval=0 with batch_poll_timeout=0 would poll the server in a tight loop while "
+                "it has no tasks; set batch_poll_timeout (ms the server may hold a poll) or poll_interval above 0"
+            )
+
     def evolve(self, **changes: Any) -> "PollingOptions":
         """A copy with ``changes``; unknown names and bad values raise InvalidOptionError."""
         check_option_names(changes)

@@ -12,7 +12,13 @@ The loop, per runner:
 * a failed report is retried with capped exponential backoff until the task's response timeout
   would have expired anyway; then the result is logged at ERROR and handed to ``on_update_failure``;
 * a task the runner will not run (paused, stopping, concurrency lowered) is handed straight back to
-  the server (``IN_PROGRESS``, ``callbackAfterSeconds=0``), never held.
+  the server (``IN_PROGRESS``, ``callbackAfterSeconds=0``), never held;
+* a report is retried with the plain update once an attempt failed: an update-v2 whose answer was
+  lost may have been applied already, and the plain update of a task the server already has is a
+  harmless no-op;
+* when the host's main thread ends, a ``threading`` exit hook stops every runner still polling
+  before ``concurrent.futures`` stops taking work and before Python joins the threads: in-flight
+  tasks get ``shutdown_timeout`` seconds to finish and be reported, polled ones are handed back.
 
 Options live in one frozen :class:`PollingOptions`, swapped under ``_cond``; the loop reads it once
 per iteration. No I/O happens under a lock.
@@ -23,12 +29,14 @@ import logging
 import socket
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import attrs
 
 from ._backoff import Backoff
+from ._failure_log import FailureLog
 from .client import ConductorClient
 from .errors import (
     APIError,
@@ -47,7 +55,11 @@ log = logging.getLogger(__name__)
 
 PollGate = Callable[[str], bool]
 _MIN_UPDATE_ATTEMPTS = 3
+_GIVE_BACK_ATTEMPTS = 3
 _LEASE_FRACTION = 0.8
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+
+_current = threading.local()  # .runner: the TaskRunner whose task this pool thread is running
 
 
 class TaskRunner:
@@ -62,9 +74,12 @@ class TaskRunner:
         events: Optional[TaskEvents] = None,
         on_update_failure: Optional[UpdateFailureHook] = None,
         poll_gate: Optional[PollGate] = None,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     ) -> None:
         self.worker = worker
         self.task_type = worker.task_def_name
+        #: seconds in-flight tasks get to finish when the host's main thread ends while polling
+        self.shutdown_timeout = shutdown_timeout
         self._client = client
         self._events = events
         self._on_update_failure = on_update_failure
@@ -85,6 +100,8 @@ class TaskRunner:
         self._executor_size = 0
         self._use_v2: Optional[bool] = None  # None: not known yet; False after the server refused it
         self._lease = _LeaseKeeper(self)
+        self._poll_log = FailureLog(log, f"worker {self.task_type!r}: polling {client.config.server_url}")
+        self._report_log = FailureLog(log, f"worker {self.task_type!r}: reporting results")
         self._stats_lock = threading.Lock()  # guards _stats
         self._stats: Dict[str, Any] = dict.fromkeys(("polled", "completed", "failed", "update_failures"), 0)
         self._stats.update(last_error=None, last_error_time=None)
@@ -97,8 +114,10 @@ class TaskRunner:
 
     @property
     def is_polling(self) -> bool:
+        """True while started, not stopping, and the poll thread is alive."""
         with self._cond:
-            return self._running and not self._stopping
+            thread = self._thread
+            return self._running and not self._stopping and thread is not None and thread.is_alive()
 
     @property
     def in_flight(self) -> int:
@@ -125,39 +144,51 @@ class TaskRunner:
             # Started under the lock, so that a concurrent stop() always finds the thread it must join.
             self._thread = threading.Thread(target=self._poll_loop, name=f"cw-poll-{self.task_type}", daemon=False)
             self._thread.start()
+        _stop_at_exit(self)
         log.info("%s: polling started with %r", self.task_type, self._options)
 
     def stop(self, timeout: Optional[float] = 30.0) -> bool:
         """Stop polling, let in-flight tasks finish and report; True when all did within ``timeout`` s.
 
-        Idempotent, callable from any thread. Tasks still running at the deadline keep running, but
-        their reports are no longer retried (a failed one is logged and passed to
-        ``on_update_failure``).
+        Returns within ``timeout``, and True only when the poll thread has ended and no task is
+        still running. Otherwise the poll thread ends as soon as its last poll is answered (tasks
+        that poll brings are handed back), and tasks still running keep running, but their reports
+        are no longer retried (a failed one is logged and passed to ``on_update_failure``).
+        Idempotent, callable from any thread, also from a worker's ``execute`` (which does not wait
+        for its own task).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         thread = self._begin_stop()
         if thread is None:
             return True
+        own = 1 if getattr(_current, "runner", None) is self else 0  # called from one of our tasks
         if thread is not threading.current_thread():
             thread.join(_remaining(deadline))
         with self._cond:
-            drained = self._cond.wait_for(lambda: self._in_flight == 0, _remaining(deadline))
-            left = self._in_flight
+            drained = self._cond.wait_for(lambda: self._in_flight <= own, _remaining(deadline))
+            left = self._in_flight - own
+        poll_ended = not thread.is_alive()
         if not drained:
             self._abort.set()
             log.error("%s: stop timed out with %d task(s) still running", self.task_type, left)
+        elif not poll_ended:
+            log.warning(
+                "%s: stop timed out while the last poll waits for the server's answer; the poll thread "
+                "ends when it arrives (tasks it brings are handed back)",
+                self.task_type,
+            )
         with self._cond:
             # A start() that raced this stop owns the runner now: leave its state alone.
             current = self._thread is thread and self._stopping
-            if current:
+            if current and poll_ended:
                 self._running = False
         if current:
             self._lease.stop()
             log.info("%s: polling stopped", self.task_type)
-        return drained
+        return drained and poll_ended
 
     def _begin_stop(self) -> Optional[threading.Thread]:
-        """Stop taking tasks, without waiting; the poll thread to wait for, None when not running."""
+        """Stop taking tasks, without waiting; the poll thread to wait for, None when never started."""
         with self._cond:
             if not self._running:
                 return None
@@ -188,11 +219,14 @@ class TaskRunner:
         self._wake_gen += 1
         self._cond.notify_all()
 
-    def _sleep(self, seconds: float) -> None:
-        """Sleep until ``seconds`` pass, the runner is stopped, options change or a slot frees."""
+    def _sleep(self, seconds: float, *, until_stopped_only: bool = False) -> None:
+        """Sleep until ``seconds`` pass or the runner is stopped (or options change or a slot frees)."""
         with self._cond:
             generation = self._wake_gen
-            self._cond.wait_for(lambda: self._stopping or self._wake_gen != generation, seconds)
+            if until_stopped_only:
+                self._cond.wait_for(lambda: self._stopping, seconds)
+            else:
+                self._cond.wait_for(lambda: self._stopping or self._wake_gen != generation, seconds)
 
     def _wait_for_work(self) -> Optional[Tuple[PollingOptions, int]]:
         """Block while paused or full; the options and free slots to poll with, None when stopping."""
@@ -209,6 +243,9 @@ class TaskRunner:
     def _poll_loop(self) -> None:
         try:
             self._poll_until_stopped()
+        except BaseException:
+            log.exception("%s: the poll thread died; polling has stopped", self.task_type)
+            raise
         finally:
             # Tasks already submitted still run: shutdown(wait=False) only refuses new ones.
             if self._executor is not None:
@@ -233,19 +270,18 @@ class TaskRunner:
                 else:
                     tasks = self._poll(options, free, 0)
                 backoff.reset()
-                had_tasks = bool(tasks)
-                if tasks:
-                    self._dispatch(tasks)
+                self._poll_log.succeeded()
+                had_tasks = self._dispatch(tasks) > 0 if tasks else False
             except Exception as exc:  # noqa: BLE001 - the loop must survive anything; logged below
-                delay = backoff.next()
+                delay = _retry_delay(backoff, exc)
                 self._record_error(exc)
                 if isinstance(exc, ConductorError):
-                    log.warning("%s: poll failed (%s); retrying in %.2fs", self.task_type, exc, delay)
+                    self._poll_log.failed(exc, delay)
                 else:
                     log.exception("%s: unexpected error in the poll loop; retrying in %.2fs", self.task_type, delay)
                 call_hook(self._events.poll_failed if self._events else None, self.task_type, exc)
                 had_tasks = False
-                self._sleep(delay)
+                self._sleep(delay, until_stopped_only=True)
                 continue
             if long_poll and not had_tasks and options.poll_interval:
                 self._sleep(options.poll_interval / 1000.0)
@@ -263,22 +299,47 @@ class TaskRunner:
             call_hook(self._events.polled, self.task_type, len(tasks), time.monotonic() - started)
         return tasks
 
-    def _dispatch(self, tasks: List[Task]) -> None:
-        """Take as many tasks as there are free slots now; give the rest back."""
+    def _dispatch(self, tasks: List[Task]) -> int:
+        """Take as many tasks as there are free slots now; give the rest back. Returns the usable ones."""
         received = time.monotonic()
+        self._count("polled", len(tasks))
+        usable = [task for task in tasks if self._usable(task)]
         with self._cond:
             options = self._options
             take = 0 if (self._stopping or options.paused) else max(0, options.concurrency - self._in_flight)
-            accepted, rejected = tasks[:take], tasks[take:]
+            accepted, rejected = usable[:take], usable[take:]
             self._in_flight += len(accepted)
-        self._count("polled", len(tasks))
         if accepted:
             # Submit first: the accepted tasks' response-timeout clocks are already running.
             executor = self._executor_for(options)
-            for task in accepted:
-                executor.submit(self._work, task, received)
+            for index, task in enumerate(accepted):
+                try:
+                    executor.submit(self._work, task, received)
+                except RuntimeError as exc:  # the interpreter is shutting down: the pool takes no work
+                    unsent = accepted[index:]
+                    with self._cond:
+                        self._in_flight -= len(unsent)
+                        self._stopping = True
+                        self._poke()
+                    log.warning("%s: %s; handing %d task(s) back and stopping", self.task_type, exc, len(unsent))
+                    rejected = unsent + rejected
+                    break
         for task in rejected:
             self._give_back(task, options)
+        return len(usable)
+
+    def _usable(self, task: Task) -> bool:
+        """A task can be run and reported only with both ids; the server never sends one without."""
+        if task.task_id and task.workflow_instance_id:
+            return True
+        error = InvalidResponseError(
+            f"the server handed out a task without taskId or workflowInstanceId; not executed: "
+            f"taskId={task.task_id!r} workflowInstanceId={task.workflow_instance_id!r}",
+            status_code=200,
+        )
+        self._record_error(error)
+        log.warning("%s: %s", self.task_type, error)
+        return False
 
     def _executor_for(self, options: PollingOptions) -> ThreadPoolExecutor:
         """The pool, grown when concurrency rose (only the poll thread calls this)."""
@@ -294,7 +355,13 @@ class TaskRunner:
     def _work(self, task: Task, received: float) -> None:
         """Execute ``task``, report it, and keep going with the next task update-v2 hands back."""
         next_task: Optional[Task] = task
+        _current.runner = self
         try:
+            with self._cond:
+                stopping = self._stopping
+            if stopping:  # polled, but not started yet: someone else can run it now
+                self._give_back(task, self._options)
+                next_task = None
             while next_task is not None:
                 current, next_task = next_task, None
                 result = self._execute(current, received)
@@ -303,6 +370,7 @@ class TaskRunner:
         except Exception:  # noqa: BLE001 - a pool thread must never lose a slot
             log.exception("%s: unexpected error while handling a task", self.task_type)
         finally:
+            _current.runner = None
             with self._cond:
                 self._in_flight -= 1
                 self._poke()
@@ -337,12 +405,24 @@ class TaskRunner:
             return not (self._stopping or options.paused) and self._in_flight <= options.concurrency
 
     def _report(self, task: Task, result: TaskResult, received: float) -> Optional[Task]:
-        """Send ``result``; the next task to run in this slot, if update-v2 handed one back."""
+        """Send ``result``; the next task to run in this slot, if update-v2 handed one back.
+
+        Whatever goes wrong, the result ends up either accepted by the server or in
+        :meth:`_update_failed` (ERROR log, ``on_update_failure``, ``update_failed`` event).
+        """
         backoff: Optional[Backoff] = None  # only a failed report needs one
         sanitised = False
         while True:
             try:
-                return self._send(result)
+                if backoff is None:
+                    next_task = self._send(result)
+                else:
+                    # An earlier attempt may have been applied (its answer lost): the plain update
+                    # is a no-op for a task the server already has, and hands out no task to lose.
+                    self._client.tasks.update_task(result)
+                    next_task = None
+                self._report_log.succeeded()
+                return next_task
             except InvalidRequestError as exc:
                 if sanitised:  # not even the failure could be sent (e.g. unserialisable ``extra``)
                     self._update_failed(task, result, exc)
@@ -354,10 +434,8 @@ class TaskRunner:
                     output_data={},
                     reason_for_incompletion=f"the worker's output is not JSON-serialisable: {exc}",
                 )
-            except InvalidResponseError as exc:
-                log.warning("%s: task %s reported, but the answer was unreadable: %s", self.task_type, task.task_id, exc)
-                return None
             except ConductorError as exc:
+                # Transport errors, 5xx/429 and unreadable answers (InvalidResponseError) are retried.
                 retryable = not isinstance(exc, APIError) or exc.retryable
                 if backoff is None:
                     backoff = Backoff()
@@ -366,12 +444,10 @@ class TaskRunner:
                 if not retryable or out_of_time or self._abort.is_set():
                     self._update_failed(task, result, exc)
                     return None
-                delay = backoff.next()
+                delay = _retry_delay(backoff, exc)
                 self._record_error(exc)  # recovered from if a retry succeeds, but status() shows it
-                log.warning(
-                    "%s: reporting task %s failed (%s); retry %d in %.2fs",
-                    self.task_type, task.task_id, exc, backoff.attempts, delay,
-                )
+                self._report_log.failed(exc, delay)
+                log.debug("%s: task %s: report retry %d in %.2fs", self.task_type, task.task_id, backoff.attempts, delay)
                 self._abort.wait(delay)
 
     def _send(self, result: TaskResult) -> Optional[Task]:
@@ -390,6 +466,8 @@ class TaskRunner:
         if next_task is None:
             return None
         self._count("polled")
+        if not self._usable(next_task):
+            return None
         if self._may_take_next():
             return next_task
         self._give_back(next_task, self._options)
@@ -404,14 +482,20 @@ class TaskRunner:
             workflow_instance_id=task.workflow_instance_id,
             worker_id=options.worker_id or self._hostname,
         )
-        try:
-            self._client.tasks.update_task(result)
-            log.debug("%s: gave task %s back to the server", self.task_type, task.task_id)
-        except ConductorError as exc:
-            log.warning(
-                "%s: could not give task %s back (%s); the server re-queues it after its response timeout",
-                self.task_type, task.task_id, exc,
-            )
+        for attempt in range(1, _GIVE_BACK_ATTEMPTS + 1):
+            try:
+                self._client.tasks.update_task(result)
+                log.debug("%s: gave task %s back to the server", self.task_type, task.task_id)
+                return
+            except ConductorError as exc:
+                retryable = not isinstance(exc, APIError) or exc.retryable
+                if attempt == _GIVE_BACK_ATTEMPTS or not retryable or self._abort.is_set():
+                    log.warning(
+                        "%s: could not give task %s back (%s); the server re-queues it after its response timeout",
+                        self.task_type, task.task_id, exc,
+                    )
+                    return
+                self._abort.wait(0.1 * attempt)
 
     def _update_failed(self, task: Task, result: TaskResult, error: BaseException) -> None:
         self._count("update_failures")
@@ -499,10 +583,64 @@ class _LeaseKeeper:
                     log.debug("%s: extended the lease of task %s", task.task_type, task.task_id)
                 except ConductorError as exc:
                     log.warning("%s: lease extension for task %s failed: %s", task.task_type, task.task_id, exc)
+                except Exception:  # noqa: BLE001 - a bug must not end lease extension for every task
+                    log.exception("%s: lease extension for task %s failed", task.task_type, task.task_id)
 
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _retry_delay(backoff: Backoff, error: BaseException) -> float:
+    """The next backoff delay, or the server's ``Retry-After`` (already capped) when that is longer."""
+    delay = backoff.next()
+    retry_after = getattr(error, "retry_after", None)
+    return max(delay, retry_after) if retry_after else delay
+
+
+# -- the host's main thread ends -----------------------------------------------------------------
+
+_exit_lock = threading.Lock()  # guards _started_runners and _exit_hook_installed
+_started_runners: "weakref.WeakSet[TaskRunner]" = weakref.WeakSet()
+_exit_hook_installed = False
+
+
+def _stop_at_exit(runner: TaskRunner) -> None:
+    """Have ``runner`` stopped when the main thread ends (installed once, at the first start)."""
+    global _exit_hook_installed
+    with _exit_lock:
+        _started_runners.add(runner)
+        if _exit_hook_installed:
+            return
+        _exit_hook_installed = True
+    # CPython calls these hooks when the main thread has ended, before it joins the other threads,
+    # newest first: registered after concurrent.futures' own (imported above), this one runs while
+    # the pools still take work, so that in-flight tasks finish and are reported.
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:
+        log.warning("this Python has no threading exit hook: call stop_polling() before the main thread ends")
+        return
+    try:
+        register(_stop_runners_at_exit)
+    except RuntimeError:  # the interpreter is already shutting down
+        log.debug("interpreter shutting down; no exit hook installed")
+
+
+def _stop_runners_at_exit() -> None:
+    with _exit_lock:
+        runners = [runner for runner in _started_runners if runner._thread is not None]
+    busy = [runner for runner in runners if runner.is_polling or runner.in_flight]
+    if not busy:
+        return
+    log.warning(
+        "the main thread ended while %d worker(s) were polling: stopping them (in-flight tasks get up to %.0fs)",
+        len(busy), max(runner.shutdown_timeout for runner in busy),
+    )
+    started = time.monotonic()
+    for runner in busy:
+        runner._begin_stop()
+    for runner in busy:
+        runner.stop(max(0.0, started + runner.shutdown_timeout - time.monotonic()))
 
 
 __all__ = ["PollGate", "TaskRunner"]

@@ -93,7 +93,8 @@ def test_evolve_and_explicit():
         "paused": True,
         "domain": "blue",
     }
-    assert PollingOptions(poll_interval=0, batch_poll_timeout=0).poll_interval == 0
+    assert PollingOptions(poll_interval=0, batch_poll_timeout=500).poll_interval == 0
+    assert PollingOptions(poll_interval=10, batch_poll_timeout=0).batch_poll_timeout == 0
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         options.concurrency = 1  # type: ignore[misc]
 
