@@ -6,7 +6,10 @@ It sits in front of a server and
 * can be **cut**: open connections are reset and new ones are reset as soon as they are accepted,
   as if the server had gone away; :meth:`restore` lets traffic through again;
 * can answer chosen requests itself with a fixed HTTP response (:meth:`reject`), e.g. a 405 for
-  ``POST /api/tasks/update-v2`` to play a server without that endpoint.
+  ``POST /api/tasks/update-v2`` to play a server without that endpoint;
+* can play an unreliable network (:meth:`chaos`): a share of requests answered 503 by the proxy, a
+  share reset before they reach the server, a share whose answer is lost after the server acted on
+  them, and a random delay on each, from a seeded random generator.
 
 It understands just enough HTTP/1.1 for the ``requests`` client: one request at a time per
 connection, bodies by ``Content-Length`` (or chunked), keep-alive. Upstream answers are read with
@@ -15,6 +18,7 @@ connection, bodies by ``Content-Length`` (or chunked), keep-alive. Upstream answ
 from __future__ import annotations
 
 import http.client
+import random
 import socket
 import struct
 import threading
@@ -88,6 +92,10 @@ class CuttableProxy:
         # ("request", seen, 0, b"") at receipt and ("response", seen, status, body) just before
         # sending, in the order they happened (for checks that replay the conversation).
         self._events: List[Event] = []
+        self._chaos: Optional[Tuple[float, float, float, float]] = None  # 503, reset, lost shares; jitter s
+        self._random = random.Random(0)
+        #: what chaos did: {"503": n, "reset": n, "lost": n}
+        self.chaos_counts: Dict[str, int] = {"503": 0, "reset": 0, "lost": 0}
         self._clients: Set[socket.socket] = set()
         self._threads: List[threading.Thread] = []
         self._closing = False
@@ -137,6 +145,31 @@ class CuttableProxy:
         rule = Rule(method, path, exact, predicate, status, body.encode("utf-8"), content_type)
         with self._lock:
             self._rules.append(rule)
+
+    def chaos(
+        self, *, error_503: float = 0.1, reset: float = 0.05, lost: float = 0.05, jitter: float = 0.02, seed: int = 0
+    ) -> None:
+        """Fail requests at random: shares of 503s, resets before the server, answers lost after it."""
+        with self._lock:
+            self._chaos = (error_503, reset, lost, jitter)
+            self._random = random.Random(seed)
+
+    def calm(self) -> None:
+        with self._lock:
+            self._chaos = None
+
+    def _draw(self) -> Tuple[str, float]:
+        """The chaos verdict for one request ("", "503", "reset" or "lost") and its delay (caller holds _lock)."""
+        if self._chaos is None:
+            return "", 0.0
+        error_503, reset, lost, jitter = self._chaos
+        roll = self._random.random()
+        delay = self._random.uniform(0.0, jitter)
+        verdict = "503" if roll < error_503 else "reset" if roll < error_503 + reset else (
+            "lost" if roll < error_503 + reset + lost else "")
+        if verdict:
+            self.chaos_counts[verdict] += 1
+        return verdict, delay
 
     def clear_rules(self) -> None:
         with self._lock:
@@ -219,12 +252,24 @@ class CuttableProxy:
                 with self._lock:
                     cut = self._cut
                     rule = None if cut else self._match(method, parts.path, body)
+                    verdict, delay = ("", 0.0) if cut or rule else self._draw()
                     seen = Seen(time.monotonic(), method, parts.path, parse_qs(parts.query), body,
-                                "cut" if cut else "rule" if rule else "upstream")
+                                "cut" if cut else "rule" if rule else verdict or "upstream")
                     self._seen.append(seen)
                     self._events.append(("request", seen, 0, b""))
-                if cut:
+                if cut or verdict == "reset":
                     return
+                if delay:
+                    time.sleep(delay)
+                if verdict == "503":
+                    payload = b'{"status":503,"message":"chaos: service unavailable","retryable":true}'
+                    head = (
+                        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(payload)}\r\n\r\n"
+                    )
+                    self._log_response(seen, 503, payload)
+                    client.sendall(head.encode("latin-1") + payload)
+                    continue
                 if rule is not None:
                     reason = http.client.responses.get(rule.status, "Error")
                     head = (
@@ -241,7 +286,7 @@ class CuttableProxy:
                                  headers=forward)
                 response = upstream.getresponse()
                 payload = response.read()
-                if self.is_cut:  # cut while the server was answering: the answer is lost
+                if self.is_cut or verdict == "lost":  # the server acted, but its answer is lost
                     return
                 lines = [f"HTTP/1.1 {response.status} {response.reason}"]
                 for key, value in response.getheaders():

@@ -8,6 +8,7 @@ import time
 from typing import Any, Dict, List, Tuple
 
 import pytest
+from proxy import CuttableProxy
 from workers_support import Env, wait_until
 
 from conductor_workers import APIError, Task, TaskEvents, TaskResult, TaskStatus, WorkflowStatus, worker_task
@@ -191,3 +192,42 @@ def test_refused_update_calls_hooks_and_logs(proxied_env: Env, caplog: pytest.Lo
     ((failed_task, failed_error),) = failed
     assert isinstance(failed_error, RuntimeError) and str(failed_error) == "worker failure"
     assert finished[failed_task.task_id].status.value == "FAILED"
+
+
+def _chaotic_env(any_env: Env) -> Env:
+    proxy = CuttableProxy(any_env.url)
+    env = Env(any_env.kind, any_env.url, worker_url=proxy.url, proxy=proxy)
+    proxy.chaos(error_503=0.10, reset=0.05, lost=0.05, jitter=0.02, seed=8)
+    return env
+
+
+def test_unreliable_network_loses_no_workflow(any_env: Env) -> None:
+    """10 % 503s, 5 % resets, 5 % lost answers and jitter between the workers and the server.
+
+    A poll whose answer is lost leaves its task IN_PROGRESS on the server until the response timeout,
+    which then retries it: hence the short timeout and the retries in the task definition.
+    """
+    env = _chaotic_env(any_env)
+    proxy = env.proxy
+    assert proxy is not None
+    try:
+        flow = env.flow("chaos", retry_count=5, retry_delay_seconds=0, response_timeout_seconds=3)
+        count = 30
+        ids = flow.start_many(count, input_for=lambda i: {"i": i})
+
+        @worker_task(flow.task_name, concurrency=4, batch_poll_timeout=500)
+        def double(i: int) -> Dict[str, Any]:
+            return {"i": i, "double": 2 * i}
+
+        manager = env.manager([double])
+        manager.start_polling()
+        workflows = env.wait_all(ids, timeout=120)
+        assert [wf.status for wf in workflows] == [WorkflowStatus.COMPLETED] * count
+        assert sorted((wf.output["out"]["i"], wf.output["out"]["double"]) for wf in workflows) == [
+            (i, 2 * i) for i in range(count)
+        ]
+        assert manager.stop_polling(timeout=15)
+        assert sum(proxy.chaos_counts.values()) > 0, proxy.chaos_counts
+    finally:
+        env.close()
+        proxy.close()
