@@ -406,10 +406,15 @@ class HttpTransport:
             prepared, stream=False, timeout=timeout, verify=self._verify, cert=self._cert, proxies=self._proxies
         )
         try:
-            resp.content  # noqa: B018 - reads the whole body now and releases the connection
+            content = resp.content  # reads the whole body now and releases the connection
         except BaseException:
             resp.close()  # a half-read connection is not reusable: drop it
             raise
+        length = resp.headers.get("Content-Length")
+        if length is not None and method != "HEAD" and "Content-Encoding" not in resp.headers:
+            # urllib3 2 raises on a short body itself; 1.26 hands it over short unless told otherwise
+            if length.isdigit() and int(length) != len(content):
+                raise http.client.IncompleteRead(content, int(length) - len(content))
         return resp
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
