@@ -67,7 +67,7 @@ def parse_retry_after(value: Optional[str]) -> Optional[float]:
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         seconds = float(text)
     else:
         try:
@@ -143,7 +143,7 @@ def _error_body(resp: requests.Response) -> Tuple[str, Mapping[str, Any]]:
     text = resp.text[:4000] if resp.content else ""
     try:
         payload = json.loads(text) if text else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested too deep
         payload = {}
     return text, payload if isinstance(payload, dict) else {}
 
@@ -255,7 +255,7 @@ class _TokenAuth:
         self._failures, self._last_error = 0, None
         try:
             payload = json.loads(resp.content) if resp.content else None
-        except ValueError:
+        except (ValueError, RecursionError):
             payload = None
         token = payload.get("token") if isinstance(payload, dict) else None
         if not isinstance(token, str) or not token:
@@ -360,6 +360,8 @@ class HttpTransport:
                 method=method,
                 url=url,
             ) from exc
+        except urllib3.exceptions.LocationValueError as exc:  # e.g. a host label IDNA cannot encode
+            raise InvalidRequestError(f"{method} {url}: invalid URL: {exc}") from exc
         except (urllib3.exceptions.HTTPError, http.client.HTTPException) as exc:  # a body read requests did not wrap
             raise TransportError(
                 f"{method} {url}: the connection broke during the answer ({type(exc).__name__}: {exc})",
@@ -442,7 +444,7 @@ class HttpTransport:
             return None
         try:
             return json.loads(resp.content)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
             raise InvalidResponseError(
                 f"{what}: the server answered HTTP {resp.status_code} with a body that is not JSON: "
                 f"{resp.text[:200]!r}",

@@ -39,13 +39,9 @@ def _seg(value: str) -> str:
 _TASK_FIELD_TYPES = (
     ("taskId", str),
     ("workflowInstanceId", str),
-    ("taskType", str),
     ("status", str),
     ("inputData", dict),
-    ("outputData", dict),
     ("responseTimeoutSeconds", int),
-    ("callbackAfterSeconds", int),
-    ("retryCount", int),
 )
 
 
@@ -69,6 +65,8 @@ def _task(data: Any, what: str) -> Task:
 
 
 def _tasks(data: Any, what: str) -> List[Task]:
+    """The tasks of a poll answer. Malformed items are logged and skipped (the good ones are already
+    dequeued for us on the server, so they are kept); an answer with no good item at all raises."""
     if not data:
         return []
     if not isinstance(data, list):
@@ -77,7 +75,18 @@ def _tasks(data: Any, what: str) -> List[Task]:
             status_code=200,
             body=_preview(data),
         )
-    return [_task(item, what) for item in data]
+    tasks: List[Task] = []
+    errors: List[InvalidResponseError] = []
+    for item in data:
+        try:
+            tasks.append(_task(item, what))
+        except InvalidResponseError as exc:
+            errors.append(exc)
+    if errors and not tasks:
+        raise errors[0]
+    for error in errors:
+        log.warning("%s; skipped that item, kept %d good task(s)", error, len(tasks))
+    return tasks
 
 
 def _preview(data: Any) -> str:

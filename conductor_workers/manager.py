@@ -137,7 +137,6 @@ class TaskManager:
         :meth:`stop_polling` returns, with ``shutdown_timeout`` (default: the manager's).
         """
         timeout = self.shutdown_timeout if shutdown_timeout is None else shutdown_timeout
-        self.start_polling()
         received = []
 
         def on_signal(signum: int, frame: Any) -> None:
@@ -146,9 +145,13 @@ class TaskManager:
 
         previous: Dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in (signal.SIGINT, signal.SIGTERM):  # before polling starts: no window without them
                 previous[signum] = signal.signal(signum, on_signal)
         try:
+            self.start_polling()
+            self._stop_requested.clear()
+            if received:
+                self._stop_requested.set()
             # A bounded wait keeps the main thread responsive to signals on every platform.
             while not self._stop_requested.wait(1.0):
                 if not self.is_polling:
@@ -156,10 +159,16 @@ class TaskManager:
                     break
         finally:
             for signum, handler in previous.items():
-                signal.signal(signum, handler)
+                # None: the handler was not installed from Python; the default is the closest
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         if received:
             log.warning("%s received: draining in-flight tasks (up to %.0fs)", signal.Signals(received[0]).name, timeout)
-        return self.stop_polling(timeout)
+        try:
+            return self.stop_polling(timeout)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, and do not wait again at exit
+            for runner in self._runners.values():
+                runner.abandon()
+            raise
 
     @property
     def is_polling(self) -> bool:

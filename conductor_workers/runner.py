@@ -26,6 +26,7 @@ per iteration. No I/O happens under a lock.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -90,6 +91,7 @@ class TaskRunner:
         self._cond = threading.Condition()
         self._options = options if options is not None else PollingOptions()
         self._in_flight = 0
+        self._blocked_in_stop = 0  # our pool threads now waiting inside some stop(): not waited for
         self._wake_gen = 0
         self._stopping = False
         self._running = False
@@ -133,9 +135,10 @@ class TaskRunner:
         return old
 
     def start(self) -> None:
-        """Start polling; harmless when already polling."""
+        """Start polling; harmless when already polling (and a restart when the poll thread died)."""
         with self._cond:
-            if self._running and not self._stopping:
+            alive = self._thread is not None and self._thread.is_alive()
+            if self._running and not self._stopping and alive:
                 return
             if self._thread is not None and self._thread.is_alive():
                 raise ConductorError(f"runner {self.task_type!r} is still stopping; call stop() first")
@@ -161,15 +164,27 @@ class TaskRunner:
         thread = self._begin_stop()
         if thread is None:
             return True
-        own = 1 if getattr(_current, "runner", None) is self else 0  # called from one of our tasks
         if thread is not threading.current_thread():
             thread.join(_remaining(deadline))
-        with self._cond:
-            drained = self._cond.wait_for(lambda: self._in_flight <= own, _remaining(deadline))
-            left = self._in_flight - own
+        # A task's thread that waits here (in this or any runner's stop) is not waited for: neither
+        # a worker stopping its own runner nor two workers stopping each other's can deadlock.
+        caller: Optional[TaskRunner] = getattr(_current, "runner", None)
+        if caller is not None:
+            caller._note_blocked(+1)
+        try:
+            with self._cond:
+                drained = self._cond.wait_for(
+                    lambda: self._in_flight <= self._blocked_in_stop, _remaining(deadline)
+                )
+                left = self._in_flight - self._blocked_in_stop
+        finally:
+            if caller is not None:
+                caller._note_blocked(-1)
         poll_ended = not thread.is_alive()
         if not drained:
-            self._abort.set()
+            with self._cond:
+                if self._thread is thread:  # not a later start()'s run
+                    self._abort.set()
             log.error("%s: stop timed out with %d task(s) still running", self.task_type, left)
         elif not poll_ended:
             log.warning(
@@ -182,10 +197,23 @@ class TaskRunner:
             current = self._thread is thread and self._stopping
             if current and poll_ended:
                 self._running = False
-        if current:
+        if current and drained:  # tasks still running keep their lease
             self._lease.stop()
+        if current:
             log.info("%s: polling stopped", self.task_type)
         return drained and poll_ended
+
+    def _note_blocked(self, change: int) -> None:
+        with self._cond:
+            self._blocked_in_stop += change
+            self._cond.notify_all()
+
+    def abandon(self) -> None:
+        """Give up on in-flight tasks at once: their reports are no longer retried (see stop())."""
+        with self._cond:
+            self._stopping = True
+            self._abort.set()
+            self._poke()
 
     def _begin_stop(self) -> Optional[threading.Thread]:
         """Stop taking tasks, without waiting; the poll thread to wait for, None when never started."""
@@ -205,7 +233,7 @@ class TaskRunner:
         stats.update(
             task_type=self.task_type,
             options=attrs.asdict(options),
-            polling=running and not stopping,
+            polling=self.is_polling,
             paused=options.paused,
             in_flight=in_flight,
             update_v2=self._use_v2,
@@ -243,9 +271,8 @@ class TaskRunner:
     def _poll_loop(self) -> None:
         try:
             self._poll_until_stopped()
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - logged once here; is_polling now says False
             log.exception("%s: the poll thread died; polling has stopped", self.task_type)
-            raise
         finally:
             # Tasks already submitted still run: shutdown(wait=False) only refuses new ones.
             if self._executor is not None:
@@ -313,11 +340,17 @@ class TaskRunner:
             # Submit first: the accepted tasks' response-timeout clocks are already running.
             executor = self._executor_for(options)
             for index, task in enumerate(accepted):
+                job = _Job()
                 try:
-                    executor.submit(self._work, task, received)
-                except RuntimeError as exc:  # the interpreter is shutting down: the pool takes no work
-                    unsent = accepted[index:]
+                    executor.submit(self._work, task, received, job)
+                except RuntimeError as exc:  # interpreter shutdown, or no thread could be started
+                    # submit() may have queued the job before it failed (3.12 does): whoever takes
+                    # it first, the pool thread or this one, owns the slot.
+                    unsent = accepted[index + 1:]
                     with self._cond:
+                        if not job.started:
+                            job.cancelled = True
+                            unsent.insert(0, task)
                         self._in_flight -= len(unsent)
                         self._stopping = True
                         self._poke()
@@ -352,13 +385,16 @@ class TaskRunner:
 
     # -- pool threads ------------------------------------------------------------------------------
 
-    def _work(self, task: Task, received: float) -> None:
+    def _work(self, task: Task, received: float, job: "_Job") -> None:
         """Execute ``task``, report it, and keep going with the next task update-v2 hands back."""
+        with self._cond:
+            if job.cancelled:  # the poll thread took it back (its submit failed)
+                return
+            job.started = True
+            stopping = self._stopping
         next_task: Optional[Task] = task
         _current.runner = self
         try:
-            with self._cond:
-                stopping = self._stopping
             if stopping:  # polled, but not started yet: someone else can run it now
                 self._give_back(task, self._options)
                 next_task = None
@@ -449,6 +485,10 @@ class TaskRunner:
                 self._report_log.failed(exc, delay)
                 log.debug("%s: task %s: report retry %d in %.2fs", self.task_type, task.task_id, backoff.attempts, delay)
                 self._abort.wait(delay)
+            except Exception as exc:  # noqa: BLE001 - a bug must still not make a result vanish
+                log.exception("%s: unexpected error while reporting task %s", self.task_type, task.task_id)
+                self._update_failed(task, result, exc)
+                return None
 
     def _send(self, result: TaskResult) -> Optional[Task]:
         if self._use_v2 is False or not self._may_take_next():
@@ -548,10 +588,14 @@ class _LeaseKeeper:
             self._stopped = False
             self._due[task.task_id] = (received + _LEASE_FRACTION * task.response_timeout_seconds, task)
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name=f"cw-lease-{self._runner.task_type}", daemon=True
-                )
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name=f"cw-lease-{self._runner.task_type}", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError as exc:  # e.g. at interpreter shutdown: run on without a lease
+                    self._due.pop(task.task_id, None)
+                    log.warning("%s: no lease extension for task %s: %s", task.task_type, task.task_id, exc)
+                    return
+                self._thread = thread
             self._cond.notify_all()
 
     def untrack(self, task_id: str) -> None:
@@ -587,6 +631,16 @@ class _LeaseKeeper:
                     log.exception("%s: lease extension for task %s failed", task.task_type, task.task_id)
 
 
+class _Job:
+    """Who owns a submitted task's slot: the pool thread that starts it, or the poll thread taking it back."""
+
+    __slots__ = ("started", "cancelled")
+
+    def __init__(self) -> None:
+        self.started = False
+        self.cancelled = False
+
+
 def _remaining(deadline: Optional[float]) -> Optional[float]:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
@@ -616,6 +670,8 @@ def _stop_at_exit(runner: TaskRunner) -> None:
     # CPython calls these hooks when the main thread has ended, before it joins the other threads,
     # newest first: registered after concurrent.futures' own (imported above), this one runs while
     # the pools still take work, so that in-flight tasks finish and are reported.
+    if hasattr(os, "register_at_fork"):  # a forked child has none of these runners' threads
+        os.register_at_fork(after_in_child=_started_runners.clear)
     register = getattr(threading, "_register_atexit", None)
     if register is None:
         log.warning("this Python has no threading exit hook: call stop_polling() before the main thread ends")
@@ -640,7 +696,9 @@ def _stop_runners_at_exit() -> None:
     for runner in busy:
         runner._begin_stop()
     for runner in busy:
-        runner.stop(max(0.0, started + runner.shutdown_timeout - time.monotonic()))
+        # an abandoned runner (a second Ctrl-C during serve_forever's drain) is not waited for again
+        budget = 0.0 if runner._abort.is_set() else runner.shutdown_timeout
+        runner.stop(max(0.0, started + budget - time.monotonic()))
 
 
 __all__ = ["PollGate", "TaskRunner"]

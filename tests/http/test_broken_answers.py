@@ -190,3 +190,38 @@ def test_unexpected_token_answer_does_not_leak_it(server: ScriptedServer, make_c
     for text in (str(info.value), repr(info.value), info.value.body, caplog.text, repr(client.config)):
         assert SECRET_TOKEN not in text
         assert "SECRET-key-secret" not in text
+
+
+# -- found in review: odd headers and bodies never escape as foreign exceptions ----------------------------
+
+
+def test_a_non_ascii_retry_after_is_ignored(server: ScriptedServer, make_client):
+    server.route("POST", "tasks", Reply(429, {"message": "slow down"}, headers={"Retry-After": "\u00b2"}))
+    client = make_client(server.base, max_retries=0)
+    with pytest.raises(APIError) as info:
+        client.tasks.update_task(RESULT)
+    assert info.value.status_code == 429 and info.value.retry_after is None
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_json_nested_too_deep_is_a_conductor_error(server: ScriptedServer, make_client, status):
+    server.route("GET", "tasks/t-1", Reply(status, "[" * 100_000 + "]" * 100_000, content_type="application/json"))
+    client = make_client(server.base, max_retries=0)
+    with pytest.raises(InvalidResponseError if status == 200 else APIError):
+        client.tasks.get_task("t-1")
+
+
+def test_one_malformed_item_does_not_cost_the_good_tasks_of_a_poll(server: ScriptedServer, make_client, caplog):
+    server.route("GET", "tasks/poll/batch/greet", Reply(200, [TASK_JSON, "junk", {**TASK_JSON, "taskId": 7}]))
+    client = make_client(server.base)
+    caplog.set_level(logging.WARNING, logger="conductor_workers")
+    assert [task.task_id for task in client.tasks.batch_poll("greet", count=3, timeout_ms=0)] == ["t-1"]
+    assert len([r for r in caplog.records if "skipped" in r.getMessage()]) == 2
+
+
+def test_a_host_name_that_cannot_be_encoded_is_an_invalid_request(make_client):
+    from conductor_workers.errors import InvalidRequestError
+
+    client = make_client("http://" + "a" * 70 + ".example/api", max_retries=0)
+    with pytest.raises(InvalidRequestError):
+        client.tasks.update_task(RESULT)

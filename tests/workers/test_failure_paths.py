@@ -343,3 +343,50 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# -- found in review ------------------------------------------------------------------------------------
+
+
+def test_two_workers_stopping_each_other_do_not_deadlock(env: Env) -> None:
+    first, second = env.flow("stopa"), env.flow("stopb")
+    both_running = threading.Barrier(2, timeout=10)
+    returned: List[bool] = []
+    holder: List[TaskManager] = []
+
+    def make(flow: Any) -> Any:
+        @worker_task(flow.task_name, batch_poll_timeout=200)
+        def stopper(task: Task) -> Dict[str, Any]:
+            both_running.wait()  # each one's task is in flight while the other stops the manager
+            returned.append(holder[0].stop_polling(timeout=None))
+            return {"done": True}
+
+        return stopper
+
+    manager = env.manager([make(first), make(second)])
+    holder.append(manager)
+    manager.start_polling()
+    ids = [first.start(), second.start()]
+    wait_until(lambda: len(returned) == 2, 20, message="both stop_polling() calls to return")
+    assert returned == [True, True]
+    assert [env.wait(wf_id).status for wf_id in ids] == [WorkflowStatus.COMPLETED] * 2
+
+
+def test_tasks_still_running_after_a_stop_timeout_keep_their_lease(env: Env) -> None:
+    flow = env.flow("leasestop", retry_count=1, response_timeout_seconds=2)
+    started = threading.Event()
+
+    @worker_task(flow.task_name, lease_extend=True, batch_poll_timeout=200)
+    def long_job(task: Task) -> Dict[str, Any]:
+        started.set()
+        time.sleep(5.0)
+        return {"slept": 5}
+
+    manager = env.manager([long_job])
+    manager.start_polling()
+    workflow_id = flow.start()
+    assert started.wait(15)
+    assert manager.stop_polling(timeout=0.5) is False  # the task is still running: the truth
+    workflow = env.wait(workflow_id, timeout=30)
+    assert workflow.status is WorkflowStatus.COMPLETED
+    assert len(workflow.tasks) == 1, [t.status for t in workflow.tasks]  # never timed out and retried
