@@ -10,6 +10,8 @@ import logging
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 from urllib.parse import quote
 
+import attrs
+
 from ._http import HttpTransport
 from .config import Configuration
 from .errors import InvalidResponseError, NotFoundError
@@ -24,6 +26,7 @@ from .models import (
     Workflow,
     WorkflowDef,
 )
+from .payloads import TASK_INPUT, TASK_OUTPUT, WORKFLOW_INPUT, WORKFLOW_OUTPUT, PayloadStore
 
 log = logging.getLogger(__name__)
 
@@ -194,12 +197,16 @@ class TaskClient(_Api):
         code = TaskResultStatus.coerce(status).value
         return f"tasks/{_seg(workflow_id)}/{_seg(ref_name)}/{code}"
 
-    def get_task(self, task_id: str) -> Task:
-        """The task; an unknown id raises NotFoundError (servers ≤ 3.21.19 answer 204, newer ones 404)."""
+    def get_task(self, task_id: str, include_external: bool = False) -> Task:
+        """The task; an unknown id raises NotFoundError (servers ≤ 3.21.19 answer 204, newer ones 404).
+
+        ``include_external=True`` downloads input and output the server moved to external storage.
+        """
         data = self._http.call_json("GET", f"tasks/{_seg(task_id)}")
         if not data:
             raise NotFoundError(f"task {task_id} not found", status_code=204, method="GET", url=f"tasks/{task_id}")
-        return _task(data, f"GET tasks/{task_id}")
+        task = _task(data, f"GET tasks/{task_id}")
+        return _with_external_task(task, PayloadStore(self._http)) if include_external else task
 
     def add_log(self, task_id: str, message: str) -> None:
         """Append one line to the task's execution log (dropped by servers with indexing off)."""
@@ -240,11 +247,14 @@ class WorkflowClient(_Api):
         params = {"version": version, "correlationId": correlation_id, "priority": priority}
         return self._http.call_text("POST", f"workflow/{_seg(name)}", params=params, json_body=dict(input or {}))
 
-    def get(self, workflow_id: str, include_tasks: bool = True) -> Workflow:
+    def get(self, workflow_id: str, include_tasks: bool = True, include_external: bool = False) -> Workflow:
+        """The workflow; ``include_external=True`` also downloads the input and output (its own and
+        its tasks') that the server moved to external storage, instead of leaving them empty."""
         data = self._http.call_json(
             "GET", f"workflow/{_seg(workflow_id)}", params={"includeTasks": str(include_tasks).lower()}
         )
-        return Workflow.from_json(data or {})
+        workflow = Workflow.from_json(data or {})
+        return _with_external_workflow(workflow, PayloadStore(self._http)) if include_external else workflow
 
     def terminate(self, workflow_id: str, reason: Optional[str] = None) -> None:
         """Terminate; a COMPLETED workflow raises ConflictError (409)."""
@@ -340,6 +350,26 @@ class MetadataClient(_Api):
         self._http.request("DELETE", f"metadata/workflow/{_seg(name)}/{int(version)}")
 
 
+def _with_external_task(task: Task, store: PayloadStore) -> Task:
+    changes: Dict[str, Any] = {}
+    if task.external_input_payload_storage_path and not task.input_data:
+        changes["input_data"] = store.read(task.external_input_payload_storage_path, TASK_INPUT)
+    if task.external_output_payload_storage_path and not task.output_data:
+        changes["output_data"] = store.read(task.external_output_payload_storage_path, TASK_OUTPUT)
+    return attrs.evolve(task, **changes) if changes else task
+
+
+def _with_external_workflow(workflow: Workflow, store: PayloadStore) -> Workflow:
+    changes: Dict[str, Any] = {}
+    if workflow.external_input_payload_storage_path and not workflow.input:
+        changes["input"] = store.read(workflow.external_input_payload_storage_path, WORKFLOW_INPUT)
+    if workflow.external_output_payload_storage_path and not workflow.output:
+        changes["output"] = store.read(workflow.external_output_payload_storage_path, WORKFLOW_OUTPUT)
+    if any(t.external_input_payload_storage_path or t.external_output_payload_storage_path for t in workflow.tasks):
+        changes["tasks"] = [_with_external_task(task, store) for task in workflow.tasks]
+    return attrs.evolve(workflow, **changes) if changes else workflow
+
+
 class ConductorClient:
     """A thread-safe client for one Conductor server. Close it with :meth:`close` or ``with``.
 
@@ -353,6 +383,8 @@ class ConductorClient:
         self.tasks = TaskClient(self._transport)
         self.workflows = WorkflowClient(self._transport)
         self.metadata = MetadataClient(self._transport)
+        #: external payload storage (large inputs and outputs), see :mod:`conductor_workers.payloads`
+        self.payloads = PayloadStore(self._transport)
 
     def health(self) -> Dict[str, Any]:
         """``GET /health`` (served beside, not under, ``/api``)."""

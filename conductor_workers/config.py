@@ -55,6 +55,14 @@ class Configuration:
     :param backoff_factor: urllib3 backoff factor between those retries, in seconds.
     :param pool_maxsize: HTTP connections kept per host; size it to the number of worker threads.
     :param token_ttl_seconds: how long an Orkes token is reused before it is fetched again.
+    :param payload_threshold_kb: a worker's output above this many KB is uploaded to external storage
+        before it is reported, when ``upload_large_payloads`` is on (the server's
+        ``task-output-payload-size-threshold``, 3072 KB by default).
+    :param max_payload_kb: a worker's output above this many KB fails its task locally with
+        ``FAILED_WITH_TERMINAL_ERROR`` (the server's maximum, 10240 KB by default, would fail it anyway).
+    :param upload_large_payloads: upload outputs above ``payload_threshold_kb`` yourself (needs a
+        storage that takes uploads, e.g. S3 pre-signed URLs); off: send them inline, and the server
+        moves them to its storage.
     """
 
     server_url: str = attrs.field(default=DEFAULT_SERVER_URL, converter=_normalise_server_url)
@@ -70,6 +78,9 @@ class Configuration:
     backoff_factor: float = 0.2
     pool_maxsize: int = attrs.field(default=64, validator=_positive)
     token_ttl_seconds: float = attrs.field(default=45 * 60, validator=_positive)
+    payload_threshold_kb: int = attrs.field(default=3072, validator=_positive)
+    max_payload_kb: int = attrs.field(default=10240, validator=_positive)
+    upload_large_payloads: bool = False
 
     @property
     def has_auth(self) -> bool:

@@ -81,6 +81,20 @@ class EndpointNotSupportedError(APIError):
     """The server does not implement this endpoint (405, or a 404 that is not an ErrorResponse)."""
 
 
+class ExternalPayloadError(ConductorError):
+    """A payload in external storage could not be read or written.
+
+    ``permanent`` is True when trying again cannot help (e.g. the server's storage has no URI for
+    clients, or the payload is missing); a task whose input it is fails with
+    ``FAILED_WITH_TERMINAL_ERROR`` then, and with ``FAILED`` (retried by the server) otherwise.
+    """
+
+    def __init__(self, message: str, *, path: str = "", permanent: bool = False) -> None:
+        super().__init__(message)
+        self.path = path
+        self.permanent = permanent
+
+
 class InvalidRequestError(ConductorError, ValueError):
     """A request could not be built, e.g. its body is not JSON-serialisable; nothing was sent."""
 
@@ -99,6 +113,7 @@ __all__ = [
     "ConductorError",
     "ConflictError",
     "EndpointNotSupportedError",
+    "ExternalPayloadError",
     "InvalidOptionError",
     "InvalidRequestError",
     "InvalidResponseError",

@@ -29,8 +29,9 @@ class WorkflowExecutor:
 
     # -- tasks -------------------------------------------------------------------------------------
 
-    def get_task(self, task_id: str) -> Task:
-        return self.client.tasks.get_task(task_id)
+    def get_task(self, task_id: str, include_external: bool = False) -> Task:
+        """The task; ``include_external=True`` downloads input/output kept in external storage."""
+        return self.client.tasks.get_task(task_id, include_external=include_external)
 
     def update_task(
         self, task_id: str, workflow_instance_id: str, status: StatusLike, output: Optional[Mapping[str, Any]] = None
@@ -97,8 +98,9 @@ class WorkflowExecutor:
             request, input, version=version, correlation_id=correlation_id, priority=priority
         )
 
-    def get_workflow(self, workflow_id: str, include_tasks: bool = True) -> Workflow:
-        return self.client.workflows.get(workflow_id, include_tasks=include_tasks)
+    def get_workflow(self, workflow_id: str, include_tasks: bool = True, include_external: bool = False) -> Workflow:
+        """The workflow; ``include_external=True`` downloads input/output kept in external storage."""
+        return self.client.workflows.get(workflow_id, include_tasks=include_tasks, include_external=include_external)
 
     def terminate(self, workflow_id: str, reason: Optional[str] = None) -> None:
         self.client.workflows.terminate(workflow_id, reason)
@@ -116,14 +118,24 @@ class WorkflowExecutor:
         self.client.workflows.restart(workflow_id, use_latest_definitions)
 
     def wait_for_workflow(
-        self, workflow_id: str, timeout: float = 30.0, poll_interval: float = 0.05, include_tasks: bool = True
+        self,
+        workflow_id: str,
+        timeout: float = 30.0,
+        poll_interval: float = 0.05,
+        include_tasks: bool = True,
+        include_external: bool = False,
     ) -> Workflow:
-        """Block until the workflow is terminal and return it; WorkflowTimeoutError after ``timeout`` s."""
+        """Block until the workflow is terminal and return it; WorkflowTimeoutError after ``timeout`` s.
+
+        ``include_external=True`` downloads, once it is terminal, input/output kept in external storage.
+        """
         deadline = time.monotonic() + timeout
         interval = poll_interval
         while True:
             workflow = self.get_workflow(workflow_id, include_tasks=include_tasks)
             if workflow.is_terminal:
+                if include_external:
+                    return self.get_workflow(workflow_id, include_tasks=include_tasks, include_external=True)
                 return workflow
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -321,6 +321,9 @@ class Task(WireModel):
     )
     _task_definition: Union[TaskDef, Mapping[str, Any], None] = wire("taskDefinition", model=TaskDef, lazy=True)
     queue_wait_time: int = wire("queueWaitTime", 0)
+    #: set (with ``input_data`` empty) when the server keeps the task's input in external storage
+    external_input_payload_storage_path: Optional[str] = wire("externalInputPayloadStoragePath")
+    external_output_payload_storage_path: Optional[str] = wire("externalOutputPayloadStoragePath")
     extra: Dict[str, Any] = _extra()
 
     @property
@@ -354,6 +357,8 @@ class TaskResult(WireModel):
     logs: List[TaskExecLog] = wire("logs", factory=list, model=TaskExecLog, many=True)
     extend_lease: bool = wire("extendLease", False)
     sub_workflow_id: Optional[str] = wire("subWorkflowId")
+    #: where the output was uploaded (then ``output_data`` is empty)
+    external_output_payload_storage_path: Optional[str] = wire("externalOutputPayloadStoragePath")
     extra: Dict[str, Any] = _extra()
 
     @classmethod
@@ -411,6 +416,8 @@ class Workflow(WireModel):
     start_time: int = wire("startTime", 0)
     end_time: int = wire("endTime", 0)
     workflow_definition: Optional[WorkflowDef] = wire("workflowDefinition", model=WorkflowDef)
+    external_input_payload_storage_path: Optional[str] = wire("externalInputPayloadStoragePath")
+    external_output_payload_storage_path: Optional[str] = wire("externalOutputPayloadStoragePath")
     extra: Dict[str, Any] = _extra()
 
     @property

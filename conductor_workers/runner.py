@@ -43,6 +43,7 @@ from .errors import (
     APIError,
     ConductorError,
     EndpointNotSupportedError,
+    ExternalPayloadError,
     InvalidRequestError,
     InvalidResponseError,
     NonRetryableError,
@@ -50,6 +51,7 @@ from .errors import (
 from .events import TaskEvents, UpdateFailureHook, call_hook
 from .models import Task, TaskResult, TaskResultStatus
 from .options import PollingOptions
+from .payloads import TASK_INPUT, TASK_OUTPUT, payload_size
 from .worker import Worker, run_task
 
 log = logging.getLogger(__name__)
@@ -420,8 +422,23 @@ class TaskRunner:
         if lease:
             self._lease.track(task, received)
         started = time.monotonic()
+        worker_id = options.worker_id or self._hostname
         try:
-            result, error = run_task(self.worker, task, worker_id=options.worker_id or self._hostname)
+            if task.external_input_payload_storage_path and not task.input_data:
+                task = attrs.evolve(
+                    task, input_data=self._client.payloads.read(task.external_input_payload_storage_path, TASK_INPUT)
+                )
+            result, error = run_task(self.worker, task, worker_id=worker_id)
+            result = self._fit_output(result)
+        except ExternalPayloadError as exc:  # never run a worker on an input it does not have
+            error = exc
+            result = TaskResult.failed(
+                f"not executed: {exc}",
+                terminal=exc.permanent,
+                task_id=task.task_id,
+                workflow_instance_id=task.workflow_instance_id,
+                worker_id=worker_id,
+            )
         finally:
             if lease:
                 self._lease.untrack(task.task_id)
@@ -432,6 +449,37 @@ class TaskRunner:
             if error is not None:
                 call_hook(events.task_failed, task, error)
             call_hook(events.task_finished, task, result, time.monotonic() - started)
+        return result
+
+    def _fit_output(self, result: TaskResult) -> TaskResult:
+        """Fail an output over the server's maximum here; upload one over its threshold if asked to."""
+        output = result.output_data
+        if not output or result.external_output_payload_storage_path:
+            return result
+        try:
+            size = payload_size(output)
+        except (TypeError, ValueError, RecursionError):
+            return result  # not JSON: the report fails the task with that reason
+        config = self._client.config
+        limit = config.max_payload_kb * 1024
+        if size > limit:
+            return attrs.evolve(
+                result,
+                status=TaskResultStatus.FAILED_WITH_TERMINAL_ERROR,
+                output_data={},
+                reason_for_incompletion=(
+                    f"the task's output is {size} bytes, more than the server's maximum of {limit} bytes "
+                    f"(max_payload_kb={config.max_payload_kb}); it was not sent"
+                ),
+            )
+        if config.upload_large_payloads and size > config.payload_threshold_kb * 1024:
+            try:
+                path = self._client.payloads.write(output, TASK_OUTPUT)
+            except ConductorError as exc:
+                log.warning("%s: could not upload a %d-byte output (%s); sending it inline", self.task_type, size, exc)
+                return result
+            if path is not None:
+                return attrs.evolve(result, output_data={}, external_output_payload_storage_path=path)
         return result
 
     def _may_take_next(self) -> bool:

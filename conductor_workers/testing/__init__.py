@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
+from ._engine import PayloadLimits
 from ._helpers import run_worker
 from ._local import LocalConductor
 
-__all__ = ["LocalConductor", "run_worker"]
+__all__ = ["LocalConductor", "PayloadLimits", "run_worker"]

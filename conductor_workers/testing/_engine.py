@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import logging
 import random
@@ -486,6 +487,7 @@ CREATE TABLE IF NOT EXISTS task_logs (
     id INTEGER PRIMARY KEY AUTOINCREMENT, task_id TEXT NOT NULL, log TEXT NOT NULL,
     created_time INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS task_logs_by_task ON task_logs (task_id);
+CREATE TABLE IF NOT EXISTS payloads (key TEXT PRIMARY KEY, body TEXT NOT NULL);
 """
 
 
@@ -678,6 +680,12 @@ class _Store:
         self._db.execute("INSERT INTO task_logs (task_id, log, created_time) VALUES (?, ?, ?)",
                          (task_id, text, created))
 
+    def put_payload(self, key: str, body: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO payloads (key, body) VALUES (?, ?)", (key, body))
+
+    def get_payload(self, key: str) -> Optional[str]:
+        return self._one("SELECT body FROM payloads WHERE key = ?", (key,))
+
     def logs(self, task_id: str) -> List[JSON]:
         rows = self._db.execute(
             "SELECT log, created_time FROM task_logs WHERE task_id = ? ORDER BY id", (task_id,))
@@ -703,9 +711,37 @@ def _strip_nulls(obj: JSON) -> JSON:
     return {key: value for key, value in obj.items() if value is not None}
 
 
+class PayloadLimits:
+    """External payload thresholds in KB, as conductor-oss's ``conductor.app.*PayloadSizeThreshold``.
+
+    A task's input or output above ``task_threshold_kb`` (a workflow's above ``workflow_threshold_kb``)
+    is moved to LocalConductor's payload storage: API views show it empty, with
+    ``external*PayloadStoragePath`` set, and clients read it through the storage location endpoints.
+    A task output above ``task_max_kb`` fails the task with ``FAILED_WITH_TERMINAL_ERROR``.
+    """
+
+    __slots__ = ("task_threshold", "task_max", "workflow_threshold")
+
+    def __init__(self, task_threshold_kb: int = 3072, task_max_kb: int = 10240, workflow_threshold_kb: int = 5120):
+        self.task_threshold = task_threshold_kb * 1024
+        self.task_max = task_max_kb * 1024
+        self.workflow_threshold = workflow_threshold_kb * 1024
+
+
+TASK_PAYLOADS = (("inputData", "externalInputPayloadStoragePath"), ("outputData", "externalOutputPayloadStoragePath"))
+WORKFLOW_PAYLOADS = (("input", "externalInputPayloadStoragePath"), ("output", "externalOutputPayloadStoragePath"))
+
+
+def _externalized(view: JSON, fields: Sequence[Tuple[str, str]]) -> JSON:
+    for data_field, path_field in fields:
+        if view.get(path_field):
+            view[data_field] = {}
+    return view
+
+
 def task_view(task: JSON) -> JSON:
     """The ``Task`` JSON as the server serialises it (null fields omitted, computed fields added)."""
-    view = _strip_nulls(task)
+    view = _externalized(_strip_nulls(task), TASK_PAYLOADS)
     workflow_task = task.get("workflowTask") or {}
     if workflow_task.get("taskDefinition") is not None:
         view["taskDefinition"] = workflow_task["taskDefinition"]
@@ -780,10 +816,12 @@ class Engine:
     Methods raise :class:`EngineError` subclasses for client errors; the HTTP layer maps them.
     """
 
-    def __init__(self, db_path: Optional[str] = None, sweep_interval: float = 0.5) -> None:
+    def __init__(self, db_path: Optional[str] = None, sweep_interval: float = 0.5,
+                 payload_limits: Optional[PayloadLimits] = None) -> None:
         self._lock = threading.RLock()
         self._store = _Store(db_path)
         self._sweep_interval = sweep_interval
+        self._limits = payload_limits or PayloadLimits()
         self._queue_waiters: Dict[str, threading.Condition] = {}
         self._sweeper_wakeup = threading.Condition(self._lock)
         self._sweeper_next = 0.0  # epoch ms the sweeper sleeps until
@@ -933,6 +971,7 @@ class Engine:
                 raise NotFound("No such workflow found by name: %s, version: %s"
                                % (request["name"], _java_str(request.get("version"))))
             workflow = self._new_workflow(store, wf_def, request, priority, task_to_domain)
+            self._externalize(workflow, WORKFLOW_PAYLOADS, self._limits.workflow_threshold)
             store.put_workflow(workflow, _workflow_deadline(workflow))
             self._decide(workflow, [])
             return workflow["workflowId"]
@@ -967,7 +1006,7 @@ class Engine:
 
     @staticmethod
     def _workflow_view(workflow: JSON, tasks: List[JSON]) -> JSON:
-        view = _strip_nulls(workflow)
+        view = _externalized(_strip_nulls(workflow), WORKFLOW_PAYLOADS)
         view["tasks"] = [task_view(task) for task in tasks]
         view["startTime"] = workflow["createTime"]
         view["workflowName"] = workflow["workflowDefinition"]["name"]
@@ -1163,8 +1202,21 @@ class Engine:
         task["callbackAfterSeconds"] = callback
         task["outputData"] = result.get("outputData") or {}
         task["subWorkflowId"] = result.get("subWorkflowId")
-        if result.get("externalOutputPayloadStoragePath"):
-            task["externalOutputPayloadStoragePath"] = result["externalOutputPayloadStoragePath"]
+        task.pop("externalOutputPayloadStoragePath", None)
+        uploaded = result.get("externalOutputPayloadStoragePath")
+        if uploaded and not task["outputData"]:  # the worker uploaded its output to our storage
+            body = self._store.get_payload(uploaded)
+            if body is None:
+                raise BadRequest("No payload found in external storage at path: %s" % uploaded)
+            task["outputData"] = json.loads(body)
+            task["externalOutputPayloadStoragePath"] = uploaded
+        size = len(_dumps(task["outputData"]).encode("utf-8")) if task["outputData"] else 0
+        if size > self._limits.task_max:  # what ExternalPayloadStorageUtils.failTask does
+            task["status"] = "FAILED_WITH_TERMINAL_ERROR"
+            task["outputData"] = {}
+            task["reasonForIncompletion"] = (
+                "The payload size: %d of task: %s in workflow: %s  is greater than the permissible limit: %d bytes"
+                % (size, task["taskId"], task["workflowInstanceId"], self._limits.task_max))
         if task["status"] in TASK_TERMINAL:
             self._store.remove_from_queue(task["taskId"])
             task["endTime"] = now_ms()
@@ -1256,13 +1308,46 @@ class Engine:
             task["endTime"] = now
         self._persist_task(task)
 
+    def _externalize(self, entity: JSON, fields: Sequence[Tuple[str, str]], threshold: int) -> None:
+        """Move payloads above ``threshold`` bytes to the payload store (the entity keeps its copy)."""
+        for data_field, path_field in fields:
+            data = entity.get(data_field)
+            if not data:
+                continue
+            body = _dumps(data)
+            if len(body) <= threshold:  # ASCII: json.dumps escapes the rest
+                entity.pop(path_field, None)
+                continue
+            existing = entity.get(path_field)
+            if existing and self._store.get_payload(existing) == body:
+                continue  # already stored there (e.g. a worker's upload): keep its path
+            key = hashlib.sha256(body.encode("utf-8")).hexdigest() + ".hashed.json"
+            self._store.put_payload(key, body)
+            entity[path_field] = key
+
+    def store_payload(self, key: str, payload: Any) -> None:
+        """Keep an uploaded payload (``PUT /api/external/local/{key}``): a JSON object."""
+        if not isinstance(payload, dict):
+            raise BadRequest("An external payload must be a JSON object")
+        with self._tx() as store:
+            store.put_payload(key, _dumps(payload))
+
+    def payload(self, key: str) -> JSON:
+        with self._tx() as store:
+            body = store.get_payload(key)
+        if body is None:
+            raise NotFound("No payload found in external storage at path: %s" % key)
+        return json.loads(body)
+
     def _persist_task(self, task: JSON) -> None:
+        self._externalize(task, TASK_PAYLOADS, self._limits.task_threshold)
         deadline = _task_deadline(task)
         self._store.put_task(task, deadline)
         if deadline is not None and deadline < self._sweeper_next:
             self._sweeper_wakeup.notify()
 
     def _save_workflow(self, workflow: JSON) -> None:
+        self._externalize(workflow, WORKFLOW_PAYLOADS, self._limits.workflow_threshold)
         workflow["updateTime"] = now_ms()
         if workflow["status"] in WORKFLOW_TERMINAL:
             workflow["endTime"] = now_ms()

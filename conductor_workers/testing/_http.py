@@ -16,9 +16,10 @@ import socket
 import ssl
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional, Pattern, Set, Tuple
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from ._engine import (
     RESULT_STATUSES,
@@ -31,6 +32,8 @@ from ._engine import (
 )
 
 log = logging.getLogger(__name__)
+
+PAYLOAD_TYPES = ("TASK_INPUT", "TASK_OUTPUT", "WORKFLOW_INPUT", "WORKFLOW_OUTPUT")
 
 #: Largest request body accepted; bigger bodies get 413 (and are drained, up to DRAIN_LIMIT).
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -176,6 +179,7 @@ class Api:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.router = Router()
+        self.root_url = ""  # scheme://host:port, set by LocalConductor once bound (payload URIs)
         self._add_routes()
 
     def _add_routes(self) -> None:
@@ -195,6 +199,12 @@ class Api:
         add("GET", "/api/metadata/workflow", lambda r: json_response(200, self.engine.workflow_defs()))
         add("GET", "/api/metadata/workflow/{name}", self.get_workflow_def)
         add("DELETE", "/api/metadata/workflow/{name}/{version}", self.delete_workflow_def)
+        # External payload storage (its own, answered like S3 pre-signed URLs: no auth needed)
+        for api in ("tasks", "workflow"):
+            for name in ("externalstoragelocation", "external-storage-location"):
+                add("GET", "/api/%s/%s" % (api, name), self.storage_location)
+        add("GET", "/api/external/local/{key}", lambda r: json_response(200, self.engine.payload(r.params["key"])))
+        add("PUT", "/api/external/local/{key}", self.store_payload)
         # Tasks (specific paths before the generic /{taskId} ones)
         add("GET", "/api/tasks/poll/batch/{taskType}", self.batch_poll)
         add("GET", "/api/tasks/poll/{taskType}", self.poll)
@@ -223,6 +233,21 @@ class Api:
         add("PUT", "/api/workflow/{workflowId}/resume", self.resume)
         add("POST", "/api/workflow/{workflowId}/retry", self.retry)
         add("POST", "/api/workflow/{workflowId}/restart", self.restart)
+
+    # External payload storage ----------------------------------------------------------------------
+    def storage_location(self, request: Request) -> Response:
+        path, operation, payload_type = (request.arg(name) for name in ("path", "operation", "payloadType"))
+        if path is None or operation is None or payload_type is None:
+            return error_response(400, "Required request parameters: path, operation, payloadType")
+        if operation.upper() not in ("READ", "WRITE") or payload_type.upper() not in PAYLOAD_TYPES:
+            return error_response(400, "Invalid input - Operation: %s, PayloadType: %s" % (operation, payload_type))
+        key = path or "%s.json" % uuid.uuid4()
+        return json_response(200, {"uri": "%s/api/external/local/%s" % (self.root_url, quote(key, safe="")),
+                                   "path": key})
+
+    def store_payload(self, request: Request) -> Response:
+        self.engine.store_payload(request.params["key"], request.json())
+        return Response(200)
 
     # Health and metadata ------------------------------------------------------------------------
     def health(self, request: Request) -> Response:
@@ -542,7 +567,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         auth = self.server.auth
         if auth is not None and path == "/api/token" and self.command == "POST":
             return _guard(lambda: auth.issue(request))
-        if auth is not None and path.startswith("/api/") and path != "/api/health":
+        if auth is not None and path.startswith("/api/") and path != "/api/health" and not path.startswith(
+                "/api/external/local/"):
             denied = auth.check(self.headers.get("X-Authorization"))
             if denied is not None:
                 return denied

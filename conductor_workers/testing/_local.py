@@ -20,7 +20,7 @@ import threading
 from types import TracebackType
 from typing import Optional, Tuple, Type
 
-from ._engine import Engine
+from ._engine import Engine, PayloadLimits
 from ._http import Api, ConductorHTTPServer, TokenAuth
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,10 @@ class LocalConductor:
     :param token_ttl: lifetime of issued tokens, in seconds.
     :param tls: an ``ssl.SSLContext`` (server side) to serve HTTPS.
     :param sweep_interval: longest time, in seconds, between two timeout sweeps.
+    :param payload_limits: external payload thresholds (:class:`PayloadLimits`; the defaults are
+        conductor-oss's: 3072 KB for tasks, 5120 KB for workflows, a 10240 KB maximum task output).
+        Payloads above them are kept in LocalConductor's own storage, served under
+        ``/api/external/local/{key}`` (GET, and PUT for workers that upload).
     """
 
     def __init__(
@@ -53,7 +57,9 @@ class LocalConductor:
         token_ttl: float = DEFAULT_TOKEN_TTL,
         tls: Optional[ssl.SSLContext] = None,
         sweep_interval: float = DEFAULT_SWEEP_INTERVAL,
+        payload_limits: Optional[PayloadLimits] = None,
     ) -> None:
+        self._payload_limits = payload_limits
         self._requested_port = port
         self._host = host
         self._db_path = db_path
@@ -69,15 +75,17 @@ class LocalConductor:
         """Open the database, bind the port and start serving; returns ``self``."""
         if self._server is not None:
             raise RuntimeError("LocalConductor is already running")
-        engine = Engine(self._db_path, self._sweep_interval)
+        engine = Engine(self._db_path, self._sweep_interval, self._payload_limits)
+        api = Api(engine)
         try:
             address = (self._host, self._requested_port)
-            server = ConductorHTTPServer(address, Api(engine), self._auth, self._tls)
+            server = ConductorHTTPServer(address, api, self._auth, self._tls)
         except BaseException:
             engine.close()
             raise
         engine.start()
         self._engine, self._server = engine, server
+        api.root_url = self.url[: -len("/api")]
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="local-conductor-accept", daemon=True)
         self._thread.start()
