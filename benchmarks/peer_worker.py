@@ -23,7 +23,9 @@ Modes:
 * ``noop``    returns ``{}`` at once;
 * ``sleep50`` sleeps 50 ms, then returns ``{}``;
 * ``record``  appends ``"<time.time()> <taskId>\\n"`` to ``--record-file`` on
-  entry, then returns ``{"seen": <task input>}``.
+  entry, then returns ``{"seen": <task input>}``;
+* ``blob``    the large-payload benchmark: ``{"size": n}`` in, ``{"blob": "x" * n}`` out; or
+  ``{"blob": b}`` in, ``{"length": len(b)}`` out.
 
 The process runs until SIGTERM or SIGINT, then stops the SDK's child processes
 with ``TaskHandler.stop_processes()`` and exits 0. The SDK alone installs no
@@ -52,7 +54,7 @@ from typing import Any, Callable, Dict, List, Optional
 # Read by the spawned worker processes; set by main() before they start.
 RECORD_FILE_ENV = "PEER_WORKER_RECORD_FILE"
 
-MODES = ("noop", "sleep50", "record")
+MODES = ("noop", "sleep50", "record", "blob")
 
 
 # --- execute functions ---------------------------------------------------------
@@ -103,10 +105,21 @@ def execute_record() -> Dict[str, Any]:
     return {"seen": ctx.get_input()}
 
 
+def execute_blob() -> Dict[str, Any]:
+    """The large-payload benchmark's two tasks: ``{"size": n}`` makes a blob, ``{"blob": b}`` measures one."""
+    from conductor.client.context.task_context import get_task_context
+
+    data = get_task_context().get_input() or {}
+    if "size" in data:
+        return {"blob": "x" * int(data["size"])}
+    return {"length": len(data.get("blob") or "")}
+
+
 EXECUTE_FUNCTIONS: Dict[str, Callable[[], Dict[str, Any]]] = {
     "noop": execute_noop,
     "sleep50": execute_sleep50,
     "record": execute_record,
+    "blob": execute_blob,
 }
 
 

@@ -25,7 +25,7 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pytest_collection_modifyitems(items: "list[pytest.Item]") -> None:
     """Every test that asks for the real server is marked ``real_server`` (``-m "not real_server"``)."""
     for item in items:
-        if "real_server" in getattr(item, "fixturenames", ()):
+        if {"real_server", "real_server_pg"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.real_server)
 
 
@@ -52,3 +52,46 @@ def real_server_url(real_server: RealConductorServer) -> str:
 
 
 # ---------------------------------------------------------------------------- end real server
+
+
+# ----------------------------------------------------------------------------------------------
+# conductor-oss on PostgreSQL with the PostgreSQL external payload storage (tests/postgres_server.py
+# starts a throwaway PostgreSQL from Debian's package). Started only by the tests that ask for it;
+# like the SQLite server: skipped on a person's machine when it cannot start, a failure in CI.
+# ----------------------------------------------------------------------------------------------
+try:
+    from postgres_server import PostgresServer
+except ImportError:  # tests/ imported as a package
+    from tests.postgres_server import PostgresServer  # type: ignore[no-redef,import-not-found,unused-ignore]
+
+
+@pytest.fixture(scope="session")
+def real_server_pg() -> Iterator[RealConductorServer]:
+    postgres = PostgresServer()
+    server: "RealConductorServer | None" = None
+    try:
+        postgres.start()
+        # workflow outputs above 1 MB externalized too, so that the executor's download is exercised
+        server = RealConductorServer(
+            postgres_jdbc_url=postgres.jdbc_url,
+            extra_args=["--conductor.app.workflowOutputPayloadSizeThreshold=1024"],
+        )
+        server.start()
+    except Exception as exc:
+        if server is not None:
+            server.stop()
+        postgres.stop()
+        message = f"real conductor server on PostgreSQL unavailable: {type(exc).__name__}: {exc}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip("\n" + "!" * 30 + " SKIPPED: " + message)
+    try:
+        yield server
+    finally:
+        server.stop()
+        postgres.stop()
+
+
+@pytest.fixture(scope="session")
+def real_server_pg_url(real_server_pg: RealConductorServer) -> str:
+    return real_server_pg.url

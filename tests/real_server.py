@@ -41,7 +41,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Dict, List, Optional, Tuple, Type
+from typing import IO, Dict, List, Optional, Sequence, Tuple, Type
 
 logger = logging.getLogger(__name__)
 
@@ -286,8 +286,21 @@ class RealConductorServer:
     that server is used.
     """
 
-    def __init__(self, version: Optional[str] = None, port: Optional[int] = None) -> None:
-        self.external_url = os.environ.get("CONDUCTOR_REAL_SERVER_URL") or None
+    def __init__(
+        self,
+        version: Optional[str] = None,
+        port: Optional[int] = None,
+        postgres_jdbc_url: Optional[str] = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        """``postgres_jdbc_url``: run on PostgreSQL (database, queues, indexing and the external
+        payload storage, served under ``/api/external/postgres/``) instead of SQLite; the role and
+        password are ``conductor`` (see ``tests/postgres_server.py``). ``extra_args``: more Spring
+        arguments, e.g. ``--conductor.app.taskOutputPayloadSizeThreshold=1024`` (KB)."""
+        self.postgres_jdbc_url = postgres_jdbc_url
+        self.extra_args = list(extra_args)
+        # the environment's already-running server stands in for the SQLite one only
+        self.external_url = None if postgres_jdbc_url else (os.environ.get("CONDUCTOR_REAL_SERVER_URL") or None)
         self.requested_version = version or DEFAULT_VERSION
         self.version = self.requested_version
         self.port = port
@@ -356,7 +369,11 @@ class RealConductorServer:
         if self.java_major >= 25 and aot.is_file():
             jvm.append(f"-XX:AOTCache={aot}")  # AOTMode=auto: a stale cache is ignored
         jvm += shlex.split(os.environ.get("CONDUCTOR_SERVER_JAVA_OPTS", ""))
-        return [self.java, *jvm, "-jar", str(launcher), *self.server_args(self.version, port, self.tmp_dir)]
+        args = self.server_args(self.version, port, self.tmp_dir)
+        if self.postgres_jdbc_url:
+            args = [arg for arg in args if not arg.startswith("--spring.datasource.url=")]
+            args += postgres_args(self.postgres_jdbc_url, f"http://127.0.0.1:{port}")
+        return [self.java, *jvm, "-jar", str(launcher), *args, *self.extra_args]
 
     @staticmethod
     def server_args(version: str, port: int, tmp_dir: Path) -> List[str]:
@@ -374,6 +391,9 @@ class RealConductorServer:
                 f"--conductor.file-storage.parentDir={tmp_dir}/files",
             ]
         return args
+
+    def describe_store(self) -> str:
+        return "PostgreSQL (with external payload storage)" if self.postgres_jdbc_url else "SQLite"
 
     def _wait_healthy(self, timeout: float) -> None:
         assert self._proc is not None
@@ -429,6 +449,24 @@ class RealConductorServer:
         if self.external_url:
             return f"external server {self.url} (version {self.version})"
         return f"conductor-server {self.version} on Java {self.java_major} ({self.java}) at {self.url}"
+
+
+def postgres_args(jdbc_url: str, conductor_url: str) -> List[str]:
+    """conductor-oss on PostgreSQL throughout, with the PostgreSQL external payload storage.
+
+    The payload storage shares the one Spring datasource, so it cannot sit beside the SQLite store:
+    everything moves to PostgreSQL (as the project's docker ``config-postgres.properties`` does).
+    """
+    return [
+        f"--spring.datasource.url={jdbc_url}",
+        "--spring.datasource.username=conductor",
+        "--spring.datasource.password=conductor",
+        "--conductor.db.type=postgres",
+        "--conductor.queue.type=postgres",
+        "--conductor.indexing.type=postgres",
+        "--conductor.external-payload-storage.type=postgres",
+        f"--conductor.external-payload-storage.postgres.conductor-url={conductor_url}",
+    ]
 
 
 def describe_selection(version: Optional[str] = None) -> str:

@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 
 PAYLOAD_TYPES = ("TASK_INPUT", "TASK_OUTPUT", "WORKFLOW_INPUT", "WORKFLOW_OUTPUT")
 
-#: Largest request body accepted; bigger bodies get 413 (and are drained, up to DRAIN_LIMIT).
-MAX_BODY_BYTES = 10 * 1024 * 1024
+#: Largest request body accepted; bigger bodies get 413 (and are drained, up to DRAIN_LIMIT). Above
+#: the 10 MB payload maximum, so that such a task result reaches the engine, which fails the task.
+MAX_BODY_BYTES = 16 * 1024 * 1024
 #: Bodies up to this size are read and discarded so that the connection stays usable.
 DRAIN_LIMIT = 256 * 1024 * 1024
 #: The longest batch-poll timeout the server accepts, in ms.

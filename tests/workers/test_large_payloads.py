@@ -236,3 +236,83 @@ def test_an_input_that_cannot_be_had_fails_the_task_and_never_runs_on_empty_inpu
     assert words in report["reasonForIncompletion"] and "not executed" in report["reasonForIncompletion"]
     location_query = [r.query for r in scripted.requests if r.path == "/api/tasks/externalstoragelocation"][0]
     assert location_query == {"path": "d2f8.json", "operation": "READ", "payloadType": "TASK_INPUT"}
+
+
+# -- the real conductor-oss server ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_env(real_server_pg_url: str) -> Iterator[Env]:
+    """conductor-oss 3.32.1 on PostgreSQL with the PostgreSQL external payload storage."""
+    environment = Env("real", real_server_pg_url)
+    yield environment
+    environment.close()
+
+
+@pytest.fixture
+def dummy_env(real_server_url: str) -> Iterator[Env]:
+    """conductor-oss 3.32.1 on SQLite with its default, placeholder ("dummy") payload storage."""
+    environment = Env("real", real_server_url)
+    yield environment
+    environment.close()
+
+
+FOUR_MB = 4 * 1024 * KB
+
+
+def test_real_server_four_megabytes_reach_the_next_worker(pg_env: Env) -> None:
+    names = _two_task_flow(pg_env, "pg4mb")
+    seen: List[Task] = []
+    pg_env.manager(_workers(names, seen)).start_polling()
+    workflow_id = pg_env.executor.start_workflow(names["workflow"], {"size": FOUR_MB}, version=1)
+    workflow = pg_env.wait(workflow_id, timeout=120)
+    assert workflow.status is WorkflowStatus.COMPLETED, workflow.reason_for_incompletion
+    (task,) = seen
+    assert task.external_input_payload_storage_path  # the server moved it to its storage
+    assert task.input_data["blob"] == "x" * FOUR_MB
+    assert workflow.output == {} and workflow.external_output_payload_storage_path  # over 1 MB here
+    full = pg_env.executor.get_workflow(workflow_id, include_external=True)
+    assert full.output["length"] == FOUR_MB and full.output["blob"] == "x" * FOUR_MB
+
+
+def test_real_server_twelve_megabytes_fail_locally(pg_env: Env) -> None:
+    names = _two_task_flow(pg_env, "pg12mb")
+    seen: List[Task] = []
+    pg_env.manager(_workers(names, seen)).start_polling()
+    workflow = pg_env.wait(pg_env.executor.start_workflow(names["workflow"], {"size": 12 * 1024 * KB}, version=1))
+    assert workflow.status is WorkflowStatus.FAILED
+    (make,) = workflow.tasks
+    assert make.status is TaskStatus.FAILED_WITH_TERMINAL_ERROR
+    assert "max_payload_kb=10240" in make.reason_for_incompletion, make.reason_for_incompletion
+    assert seen == []
+
+
+def test_real_server_refuses_uploads_and_the_output_goes_inline(pg_env: Env) -> None:
+    """The PostgreSQL storage serves GET only: an upload gets 405, and the output is sent inline."""
+    names = _two_task_flow(pg_env, "pgupload")
+    seen: List[Task] = []
+    client = ConductorClient(Configuration(server_url=pg_env.url, upload_large_payloads=True, payload_threshold_kb=64))
+    manager = TaskManager(client, _workers(names, seen))
+    try:
+        manager.start_polling()
+        workflow = pg_env.wait(pg_env.executor.start_workflow(names["workflow"], {"size": 200 * KB}, version=1))
+    finally:
+        manager.stop_polling()
+        client.close()
+    assert workflow.status is WorkflowStatus.COMPLETED, workflow.reason_for_incompletion
+    assert client.payloads.uploads_refused
+    assert seen[0].input_data["blob"] == "x" * 200 * KB
+
+
+def test_real_server_with_placeholder_storage_fails_the_task_instead_of_running_on_nothing(dummy_env: Env) -> None:
+    names = _two_task_flow(dummy_env, "dummy")
+    seen: List[Task] = []
+    dummy_env.manager(_workers(names, seen)).start_polling()
+    workflow = dummy_env.wait(dummy_env.executor.start_workflow(names["workflow"], {"size": FOUR_MB}, version=1),
+                              timeout=120)
+    assert workflow.status is WorkflowStatus.FAILED
+    make, use = workflow.tasks
+    assert make.status is TaskStatus.COMPLETED
+    assert use.status is TaskStatus.FAILED_WITH_TERMINAL_ERROR
+    assert "dummy" in use.reason_for_incompletion and "not executed" in use.reason_for_incompletion
+    assert seen == []  # the worker never ran on an empty input
