@@ -294,7 +294,11 @@ class HttpTransport:
         self._once_adapter.close()
 
     def _url(self, path: str) -> str:
-        return self.root_url + path if path.startswith("/") else f"{self.base_url}/{path}"
+        if path.startswith("/"):
+            return self.root_url + path
+        if path.startswith(("http://", "https://")):  # a full URL, e.g. an external payload's
+            return path
+        return f"{self.base_url}/{path}"
 
     def send(
         self,
