@@ -231,7 +231,7 @@ class TaskRunner:
         with self._stats_lock:
             stats = dict(self._stats)
         with self._cond:
-            options, in_flight, running, stopping = self._options, self._in_flight, self._running, self._stopping
+            options, in_flight = self._options, self._in_flight
         stats.update(
             task_type=self.task_type,
             options=attrs.asdict(options),

@@ -29,16 +29,21 @@ def pytest_collection_modifyitems(items: "list[pytest.Item]") -> None:
             item.add_marker(pytest.mark.real_server)
 
 
+def _unavailable(what: str, exc: BaseException) -> None:
+    """Skip on a person's machine; fail under CI=true, where the real server is mandatory."""
+    message = f"{what} unavailable: {type(exc).__name__}: {exc}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip("\n" + "!" * 30 + " SKIPPED: " + message)
+
+
 @pytest.fixture(scope="session")
 def real_server() -> Iterator[RealConductorServer]:
     server = RealConductorServer()
     try:
         server.start()
     except Exception as exc:  # any failure to obtain/start the server ends up in the message
-        message = f"real conductor server unavailable: {type(exc).__name__}: {exc}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip("\n" + "!" * 30 + " SKIPPED: " + message)
+        _unavailable("real conductor server", exc)
     try:
         yield server
     finally:
@@ -81,10 +86,7 @@ def real_server_pg() -> Iterator[RealConductorServer]:
         if server is not None:
             server.stop()
         postgres.stop()
-        message = f"real conductor server on PostgreSQL unavailable: {type(exc).__name__}: {exc}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip("\n" + "!" * 30 + " SKIPPED: " + message)
+        _unavailable("real conductor server on PostgreSQL", exc)
     try:
         yield server
     finally:

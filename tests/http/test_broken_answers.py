@@ -9,13 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Iterator, List
 
 import pytest
 import requests
 
-from conductor_workers.client import ConductorClient
-from conductor_workers.config import Configuration
 from conductor_workers.errors import APIError, ConductorError, InvalidResponseError, TransportError
 from conductor_workers.models import TaskResult
 
@@ -24,21 +21,6 @@ from scripted_server import Reply, ScriptedServer
 TASK_JSON = {"taskId": "t-1", "taskType": "greet", "status": "IN_PROGRESS", "workflowInstanceId": "w-1"}
 RESULT = TaskResult.complete({"x": 1}, task_id="t-1", workflow_instance_id="w-1")
 
-
-@pytest.fixture
-def make_client() -> Iterator[Any]:
-    clients: List[ConductorClient] = []
-
-    def build(url: str, **options: Any) -> ConductorClient:
-        options.setdefault("connect_timeout", 2.0)
-        options.setdefault("read_timeout", 2.0)
-        client = ConductorClient(Configuration(server_url=url, **options))
-        clients.append(client)
-        return client
-
-    yield build
-    for client in clients:
-        client.close()
 
 
 def _not_requests_error(error: BaseException) -> None:

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Iterator, List
+from typing import Any
 
 import pytest
 
 from conductor_workers.client import ConductorClient
-from conductor_workers.config import Configuration
 from conductor_workers.errors import (
     APIError,
     AuthenticationError,
@@ -29,23 +28,6 @@ from scripted_server import Reply, ScriptedServer
 TASK_JSON = {"taskId": "t-1", "taskType": "greet", "status": "IN_PROGRESS", "workflowInstanceId": "w-1"}
 RESULT = TaskResult.complete({"x": 1}, task_id="t-1", workflow_instance_id="w-1")
 
-
-@pytest.fixture
-def make_client() -> Iterator[Any]:
-    clients: List[ConductorClient] = []
-
-    def build(url: str, **options: Any) -> ConductorClient:
-        options.setdefault("max_retries", 0)
-        options.setdefault("backoff_factor", 0)
-        options.setdefault("connect_timeout", 2.0)
-        options.setdefault("read_timeout", 5.0)
-        client = ConductorClient(Configuration(server_url=url, **options))
-        clients.append(client)
-        return client
-
-    yield build
-    for client in clients:
-        client.close()
 
 
 @pytest.fixture
