@@ -35,6 +35,11 @@ class TaskEvents:
     def update_failed(self, task: Task, result: TaskResult, error: BaseException) -> None:
         """``result`` could not be reported, after every retry: it is lost to the server."""
 
+    def external_payload_used(self, task_type: str, operation: str, payload_type: str) -> None:
+        """A payload went through external storage: ``operation`` READ (an input was downloaded) or
+        WRITE (an output was uploaded); ``payload_type`` TASK_INPUT or TASK_OUTPUT. Metrics count
+        these as ``external_payload_used_total``."""
+
 
 UpdateFailureHook = Callable[[Task, TaskResult, BaseException], Any]
 

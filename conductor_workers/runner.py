@@ -428,6 +428,8 @@ class TaskRunner:
                 task = attrs.evolve(
                     task, input_data=self._client.payloads.read(task.external_input_payload_storage_path, TASK_INPUT)
                 )
+                if events is not None:
+                    call_hook(events.external_payload_used, self.task_type, "READ", TASK_INPUT)
             result, error = run_task(self.worker, task, worker_id=worker_id)
             result = self._fit_output(result)
         except ExternalPayloadError as exc:  # never run a worker on an input it does not have
@@ -479,6 +481,8 @@ class TaskRunner:
                 log.warning("%s: could not upload a %d-byte output (%s); sending it inline", self.task_type, size, exc)
                 return result
             if path is not None:
+                if self._events is not None:
+                    call_hook(self._events.external_payload_used, self.task_type, "WRITE", TASK_OUTPUT)
                 return attrs.evolve(result, output_data={}, external_output_payload_storage_path=path)
         return result
 

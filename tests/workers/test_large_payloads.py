@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 from workers_support import Env, unique
@@ -20,6 +20,7 @@ from conductor_workers import (
     Configuration,
     Task,
     TaskDef,
+    TaskEvents,
     TaskManager,
     TaskStatus,
     WorkflowDef,
@@ -143,12 +144,21 @@ def test_the_server_fails_an_output_above_its_maximum(small_env: Env) -> None:
     assert "is greater than the permissible limit: 524288 bytes" in make.reason_for_incompletion
 
 
+class _PayloadEvents(TaskEvents):
+    def __init__(self) -> None:
+        self.used: List[Tuple[str, str, str]] = []
+
+    def external_payload_used(self, task_type: str, operation: str, payload_type: str) -> None:
+        self.used.append((task_type, operation, payload_type))
+
+
 def test_a_worker_can_upload_its_large_output(small_env: Env) -> None:
     names = _two_task_flow(small_env, "upload")
     seen: List[Task] = []
     config = Configuration(server_url=small_env.url, upload_large_payloads=True, payload_threshold_kb=64)
     client = ConductorClient(config)
-    manager = TaskManager(client, _workers(names, seen))
+    events = _PayloadEvents()
+    manager = TaskManager(client, _workers(names, seen), events=events)
     try:
         manager.start_polling()
         workflow_id = small_env.executor.start_workflow(names["workflow"], {"size": 100 * KB}, version=1)
@@ -160,6 +170,7 @@ def test_a_worker_can_upload_its_large_output(small_env: Env) -> None:
     assert seen[0].input_data["blob"] == "x" * 100 * KB
     path = workflow.tasks[0].external_output_payload_storage_path
     assert path and not path.endswith(".hashed.json")  # the worker's upload, not the server's own copy
+    assert events.used == [(names["make"], "WRITE", "TASK_OUTPUT"), (names["use"], "READ", "TASK_INPUT")]
 
 
 def test_four_megabytes_through_the_default_thresholds(env: Env) -> None:
