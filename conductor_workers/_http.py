@@ -279,7 +279,7 @@ class HttpTransport:
         self._session = _build_session(config)
         # Requests go straight to the session's adapter (see _send_prepared); these are what
         # Session.request would otherwise work out again for every call.
-        self._adapter = self._session.get_adapter(self.base_url)
+        self._adapter: requests.adapters.HTTPAdapter = self._session.get_adapter(self.base_url)  # type: ignore[assignment]
         # Polls go through a pool of their own whose urllib3 retries stop at connection errors.
         self._once_adapter = _adapter(config, _connect_only_retry(config))
         self._verify: Any = self._session.verify

@@ -145,8 +145,8 @@ class TaskManager:
 
         previous: Dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):  # before polling starts: no window without them
-                previous[signum] = signal.signal(signum, on_signal)
+            for sig in (signal.SIGINT, signal.SIGTERM):  # before polling starts: no window without them
+                previous[sig] = signal.signal(sig, on_signal)
         try:
             self.start_polling()
             self._stop_requested.clear()
