@@ -127,14 +127,14 @@ def queue_name(task_type: str, domain: Optional[str]) -> str:
 FieldSpec = Any
 
 TASK_DEF_FIELDS: Dict[str, FieldSpec] = {
-    "name": "str", "description": "str", "retryCount": "int", "timeoutSeconds": "int",
+    "name": "str", "description": "str", "retryCount": "int", "timeoutSeconds": "long",
     "inputKeys": "list", "outputKeys": "list", "timeoutPolicy": TIMEOUT_POLICIES,
-    "retryLogic": RETRY_LOGICS, "retryDelaySeconds": "int", "responseTimeoutSeconds": "int",
+    "retryLogic": RETRY_LOGICS, "retryDelaySeconds": "int", "responseTimeoutSeconds": "long",
     "concurrentExecLimit": "int", "inputTemplate": "dict", "rateLimitPerFrequency": "int",
     "rateLimitFrequencyInSeconds": "int", "isolationGroupId": "str", "executionNameSpace": "str",
     "ownerEmail": "str", "pollTimeoutSeconds": "int", "backoffScaleFactor": "int",
-    "maxRetryDelaySeconds": "int", "backoffJitterMs": "int", "totalTimeoutSeconds": "int",
-    "ownerApp": "str", "createTime": "int", "updateTime": "int", "createdBy": "str",
+    "maxRetryDelaySeconds": "int", "backoffJitterMs": "long", "totalTimeoutSeconds": "long",
+    "ownerApp": "str", "createTime": "long", "updateTime": "long", "createdBy": "str",
     "updatedBy": "str", "baseType": "str", "enforceSchema": "bool", "inputSchema": "dict",
     "outputSchema": "dict", "taskStatusListenerEnabled": "bool", "runtimeMetadata": "list",
     "tags": "list",
@@ -161,9 +161,9 @@ WORKFLOW_DEF_FIELDS: Dict[str, FieldSpec] = {
     "name": "str", "description": "str", "version": "int", "tasks": "list",
     "inputParameters": "list", "outputParameters": "dict", "failureWorkflow": "str",
     "schemaVersion": "int", "restartable": "bool", "workflowStatusListenerEnabled": "bool",
-    "ownerEmail": "str", "timeoutPolicy": WORKFLOW_TIMEOUT_POLICIES, "timeoutSeconds": "int",
-    "variables": "dict", "inputTemplate": "dict", "ownerApp": "str", "createTime": "int",
-    "updateTime": "int", "createdBy": "str", "updatedBy": "str", "enforceSchema": "bool",
+    "ownerEmail": "str", "timeoutPolicy": WORKFLOW_TIMEOUT_POLICIES, "timeoutSeconds": "long",
+    "variables": "dict", "inputTemplate": "dict", "ownerApp": "str", "createTime": "long",
+    "updateTime": "long", "createdBy": "str", "updatedBy": "str", "enforceSchema": "bool",
     "metadata": "dict", "maskedFields": "list",
 }
 WORKFLOW_DEF_DEFAULTS: JSON = {
@@ -174,7 +174,7 @@ WORKFLOW_DEF_DEFAULTS: JSON = {
 }
 TASK_RESULT_FIELDS: Dict[str, FieldSpec] = {
     "workflowInstanceId": "str", "taskId": "str", "reasonForIncompletion": "str",
-    "callbackAfterSeconds": "int", "workerId": "str", "status": RESULT_STATUSES,
+    "callbackAfterSeconds": "long", "workerId": "str", "status": RESULT_STATUSES,
     "outputData": "dict", "logs": "list", "externalOutputPayloadStoragePath": "str",
     "subWorkflowId": "str", "extendLease": "bool", "executionMetadata": "dict",
     "supportsCancellation": "bool", "outputMessage": "any",
@@ -187,9 +187,18 @@ START_REQUEST_FIELDS: Dict[str, FieldSpec] = {
 }
 
 _TYPE_NAMES = {
-    "str": "a string", "int": "an integer", "bool": "a boolean", "num": "a number",
-    "dict": "a JSON object", "list": "a JSON array",
+    "str": "a string", "int": "an integer (32-bit)", "long": "an integer (64-bit)", "bool": "a boolean",
+    "num": "a number", "dict": "a JSON object", "list": "a JSON array",
 }
+#: Java's int and long ranges: what the real server's JSON binding accepts for those fields.
+INT_RANGES = {"int": (-(2 ** 31), 2 ** 31 - 1), "long": (-(2 ** 63), 2 ** 63 - 1)}
+#: Epoch milliseconds are stored as SQLite integers: deadlines further out are kept at this (never).
+MAX_MS = 2 ** 62
+
+
+def clamp_ms(value: Optional[int]) -> Optional[int]:
+    """A deadline or due time that SQLite can store and arithmetic on it cannot overflow."""
+    return None if value is None else max(-MAX_MS, min(MAX_MS, value))
 
 
 def _type_ok(value: Any, kind: str) -> bool:
@@ -199,10 +208,15 @@ def _type_ok(value: Any, kind: str) -> bool:
         return isinstance(value, str)
     if kind == "bool":
         return isinstance(value, bool)
-    if kind == "int":
+    if kind in INT_RANGES:
         if isinstance(value, bool):
             return False
-        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        if isinstance(value, float):
+            if not value.is_integer():
+                return False
+            value = int(value)
+        low, high = INT_RANGES[kind]
+        return isinstance(value, int) and low <= value <= high
     if kind == "num":
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind == "dict":
@@ -235,7 +249,7 @@ def check_fields(obj: Any, fields: Dict[str, FieldSpec], what: str) -> JSON:
                 "Invalid value %s for %s.%s: expected %s"
                 % (json.dumps(value)[:100], what, key, _TYPE_NAMES.get(spec, spec))
             )
-        elif spec == "int":
+        elif spec in INT_RANGES:
             obj[key] = int(value)
     return obj
 
@@ -580,7 +594,7 @@ class _Store:
         wf_def = workflow["workflowDefinition"]
         self._db.execute(
             "INSERT OR REPLACE INTO workflows VALUES (?, ?, ?, ?, ?, ?)",
-            (workflow["workflowId"], wf_def["name"], wf_def["version"], workflow["status"], deadline,
+            (workflow["workflowId"], wf_def["name"], wf_def["version"], workflow["status"], clamp_ms(deadline),
              _dumps(workflow)),
         )
 
@@ -606,7 +620,8 @@ class _Store:
     def put_task(self, task: JSON, deadline: Optional[int]) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?)",
-            (task["taskId"], task["workflowInstanceId"], task["seq"], task["status"], deadline, _dumps(task)),
+            (task["taskId"], task["workflowInstanceId"], task["seq"], task["status"], clamp_ms(deadline),
+             _dumps(task)),
         )
 
     def get_task(self, task_id: str) -> Optional[JSON]:
@@ -642,7 +657,7 @@ class _Store:
     def push(self, task_id: str, queue: str, priority: int, due: int) -> None:
         # Delete first so that a postponed entry goes to the back of its priority class.
         self._db.execute("DELETE FROM queue WHERE task_id = ?", (task_id,))
-        self._db.execute("INSERT INTO queue VALUES (?, ?, ?, ?)", (task_id, queue, priority, due))
+        self._db.execute("INSERT INTO queue VALUES (?, ?, ?, ?)", (task_id, queue, priority, clamp_ms(due)))
 
     def remove_from_queue(self, task_id: str) -> None:
         self._db.execute("DELETE FROM queue WHERE task_id = ?", (task_id,))

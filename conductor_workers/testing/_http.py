@@ -107,9 +107,12 @@ class Request:
         if value is None or value == "":
             return default
         try:
-            return int(value)
+            number = int(value)
         except ValueError:
             raise BadRequest("Invalid value %r for query parameter %s: expected an integer" % (value, name))
+        if not -(2 ** 31) <= number < 2 ** 31:  # a Java int, as the real server binds it
+            raise BadRequest("Invalid value %r for query parameter %s: out of range" % (value, name))
+        return number
 
     def bool_arg(self, name: str, default: bool) -> bool:
         value = self.arg(name)
@@ -129,6 +132,8 @@ class Request:
             return json.loads(self.body)
         except (ValueError, UnicodeDecodeError) as error:
             raise BadRequest("Malformed JSON request body: %s" % error)
+        except RecursionError:
+            raise BadRequest("Malformed JSON request body: nested too deeply") from None
 
     def json_object(self, what: str) -> Dict[str, Any]:
         body = self.json()
@@ -468,6 +473,7 @@ class ConductorHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     block_on_close = False
+    request_queue_size = 1024  # listen backlog: socketserver's 5 stalls bursts of new connections 1 s
 
     def __init__(self, address: Tuple[str, int], api: Api, auth: Optional[TokenAuth] = None,
                  tls: Optional[ssl.SSLContext] = None) -> None:
@@ -558,21 +564,26 @@ class RequestHandler(BaseHTTPRequestHandler):
                   (time.perf_counter() - started) * 1000)
 
     def _respond(self) -> Response:
+        parts = urlsplit(self.path)
+        path = parts.path.rstrip("/") or "/"
+        auth = self.server.auth
+        issuing = auth is not None and path == "/api/token" and self.command == "POST"
+        if auth is not None and not issuing and path.startswith("/api/") and path != "/api/health" and (
+                not path.startswith("/api/external/local/")):
+            denied = auth.check(self.headers.get("X-Authorization"))  # from the headers, before any body
+            if denied is not None:
+                # its body is never read: a connection that carries one cannot carry on
+                denied.close = bool(self.headers.get("Transfer-Encoding")) or (
+                    self.headers.get("Content-Length") not in (None, "", "0"))
+                return denied
         body, too_large = self._read_body()
         if too_large is not None:
             return too_large
-        parts = urlsplit(self.path)
-        path = parts.path.rstrip("/") or "/"
         query = parse_qs(parts.query, keep_blank_values=True)
         request = Request(self.command, path, query, body, self.headers)
-        auth = self.server.auth
-        if auth is not None and path == "/api/token" and self.command == "POST":
+        if issuing:
+            assert auth is not None
             return _guard(lambda: auth.issue(request))
-        if auth is not None and path.startswith("/api/") and path != "/api/health" and not path.startswith(
-                "/api/external/local/"):
-            denied = auth.check(self.headers.get("X-Authorization"))
-            if denied is not None:
-                return denied
         handler, params, path_known = self.server.api.router.resolve(self.command, path)
         if handler is None:
             if path_known:
@@ -602,12 +613,12 @@ class RequestHandler(BaseHTTPRequestHandler):
         chunks, total, drained = [], 0, True
         while True:
             line = self.rfile.readline(1024)
-            try:
-                size = int(line.split(b";")[0].strip() or b"0", 16)
-            except ValueError:
+            digits = line.split(b";")[0].strip() or b"0"
+            if not re.fullmatch(rb"[0-9A-Fa-f]{1,16}", digits):  # no sign, no "-1" meaning "read to EOF"
                 response = error_response(400, "Malformed chunked request body")
                 response.close = True
                 return b"", response
+            size = int(digits, 16)
             if size == 0:
                 self._skip_trailers()
                 break
