@@ -1186,6 +1186,11 @@ class Engine:
             task = store.get_task(result["taskId"])
             if task is None:
                 raise NotFound("No such task found by id: %s" % result["taskId"])
+            if task["workflowInstanceId"] != workflow["workflowId"]:
+                # conductor-oss updates the task, re-decides the workflow the request named and leaves
+                # the task's own workflow to its sweeper (~30 s later); deciding the right one now
+                # gets to the same state without the wait
+                workflow = self._load_workflow(store, task["workflowInstanceId"])
             if task["status"] in TASK_TERMINAL or workflow["status"] in WORKFLOW_TERMINAL:
                 store.remove_from_queue(task["taskId"])
                 log.debug("update of %s ignored: task %s, workflow %s", task["taskId"], task["status"],

@@ -121,3 +121,26 @@ def test_a_burst_of_new_connections_does_not_stall(server):
     finally:
         for sock in sockets:
             sock.close()
+
+
+# -- 3. an update that names another workflow ------------------------------------------------------------
+
+
+def test_an_update_naming_another_workflow_still_moves_the_tasks_own_workflow(api):
+    """conductor-oss 3.32.1 (measured): 200, the task completes, and its own workflow is re-decided by
+    the workflow sweeper about 30 s later (its next task SCHEDULED). LocalConductor decides it at once."""
+    api.task_def("xa")
+    api.task_def("xb")
+    api.workflow_def("xwf", [simple("xa", "a"), simple("xb", "b")])
+    first, second = api.start("xwf"), api.start("xwf")
+    task = api.poll("xa")
+    other = api.poll("xa")
+    assert task is not None and other is not None
+    if task["workflowInstanceId"] != first:
+        task, other = other, task
+    wrong = {"taskId": task["taskId"], "workflowInstanceId": second, "status": "COMPLETED", "outputData": {"x": 1}}
+    assert api.post("/tasks", json=wrong).status_code == 200
+    own = api.get("/workflow/" + first).json()
+    assert [(t["referenceTaskName"], t["status"]) for t in own["tasks"]] == [("a", "COMPLETED"), ("b", "SCHEDULED")]
+    named = api.get("/workflow/" + second).json()
+    assert [(t["referenceTaskName"], t["status"]) for t in named["tasks"]] == [("a", "IN_PROGRESS")]
