@@ -465,6 +465,8 @@ class TaskRunner:
         config = self._client.config
         limit = config.max_payload_kb * 1024
         if size > limit:
+            log.warning("%s: an output of %d bytes is over max_payload_kb=%d; the task fails",
+                        self.task_type, size, config.max_payload_kb)
             return attrs.evolve(
                 result,
                 status=TaskResultStatus.FAILED_WITH_TERMINAL_ERROR,
