@@ -23,6 +23,7 @@ from conductor_workers import (
     TaskEvents,
     TaskManager,
     TaskStatus,
+    Workflow,
     WorkflowDef,
     WorkflowStatus,
     WorkflowTask,
@@ -86,6 +87,20 @@ def _workers(names: Dict[str, str], seen: List[Task]) -> List[Any]:
     return [make, use]
 
 
+def _run_flow(env: Env, names: Dict[str, str], seen: List[Task], size: int, events: Any = None,
+              **config: Any) -> Tuple[Workflow, ConductorClient]:
+    """Run the two workers on a client of their own (``config``: Configuration options) for one workflow."""
+    client = ConductorClient(Configuration(server_url=env.url, **config))
+    manager = TaskManager(client, _workers(names, seen), events=events)
+    try:
+        manager.start_polling()
+        workflow = env.wait(env.executor.start_workflow(names["workflow"], {"size": size}, version=1), timeout=120)
+    finally:
+        manager.stop_polling()
+        client.close()
+    return workflow, client
+
+
 def test_an_externalized_input_reaches_the_next_worker_intact(small_env: Env) -> None:
     names = _two_task_flow(small_env, "ext")
     seen: List[Task] = []
@@ -111,15 +126,7 @@ def test_an_externalized_input_reaches_the_next_worker_intact(small_env: Env) ->
 def test_an_output_above_the_maximum_fails_locally_with_its_size(small_env: Env) -> None:
     names = _two_task_flow(small_env, "max")
     seen: List[Task] = []
-    client = ConductorClient(Configuration(server_url=small_env.url, max_payload_kb=512))
-    manager = TaskManager(client, _workers(names, seen))
-    try:
-        manager.start_polling()
-        workflow_id = small_env.executor.start_workflow(names["workflow"], {"size": 600 * KB}, version=1)
-        workflow = small_env.wait(workflow_id)
-    finally:
-        manager.stop_polling()
-        client.close()
+    workflow, _ = _run_flow(small_env, names, seen, 600 * KB, max_payload_kb=512)
     assert workflow.status is WorkflowStatus.FAILED
     (make,) = workflow.tasks
     assert make.status is TaskStatus.FAILED_WITH_TERMINAL_ERROR
@@ -131,14 +138,7 @@ def test_an_output_above_the_maximum_fails_locally_with_its_size(small_env: Env)
 def test_the_server_fails_an_output_above_its_maximum(small_env: Env) -> None:
     """A client that does not check (max_payload_kb above the server's) meets the server's own limit."""
     names = _two_task_flow(small_env, "srvmax")
-    client = ConductorClient(Configuration(server_url=small_env.url, max_payload_kb=100_000))
-    manager = TaskManager(client, _workers(names, []))
-    try:
-        manager.start_polling()
-        workflow = small_env.wait(small_env.executor.start_workflow(names["workflow"], {"size": 600 * KB}, version=1))
-    finally:
-        manager.stop_polling()
-        client.close()
+    workflow, _ = _run_flow(small_env, names, [], 600 * KB, max_payload_kb=100_000)
     (make,) = workflow.tasks
     assert make.status is TaskStatus.FAILED_WITH_TERMINAL_ERROR
     assert "is greater than the permissible limit: 524288 bytes" in make.reason_for_incompletion
@@ -155,17 +155,9 @@ class _PayloadEvents(TaskEvents):
 def test_a_worker_can_upload_its_large_output(small_env: Env) -> None:
     names = _two_task_flow(small_env, "upload")
     seen: List[Task] = []
-    config = Configuration(server_url=small_env.url, upload_large_payloads=True, payload_threshold_kb=64)
-    client = ConductorClient(config)
     events = _PayloadEvents()
-    manager = TaskManager(client, _workers(names, seen), events=events)
-    try:
-        manager.start_polling()
-        workflow_id = small_env.executor.start_workflow(names["workflow"], {"size": 100 * KB}, version=1)
-        workflow = small_env.wait(workflow_id)
-    finally:
-        manager.stop_polling()
-        client.close()
+    workflow, _ = _run_flow(small_env, names, seen, 100 * KB, events, upload_large_payloads=True,
+                            payload_threshold_kb=64)
     assert workflow.status is WorkflowStatus.COMPLETED, workflow.reason_for_incompletion
     assert seen[0].input_data["blob"] == "x" * 100 * KB
     path = workflow.tasks[0].external_output_payload_storage_path
@@ -302,14 +294,7 @@ def test_real_server_refuses_uploads_and_the_output_goes_inline(pg_env: Env) -> 
     """The PostgreSQL storage serves GET only: an upload gets 405, and the output is sent inline."""
     names = _two_task_flow(pg_env, "pgupload")
     seen: List[Task] = []
-    client = ConductorClient(Configuration(server_url=pg_env.url, upload_large_payloads=True, payload_threshold_kb=64))
-    manager = TaskManager(client, _workers(names, seen))
-    try:
-        manager.start_polling()
-        workflow = pg_env.wait(pg_env.executor.start_workflow(names["workflow"], {"size": 200 * KB}, version=1))
-    finally:
-        manager.stop_polling()
-        client.close()
+    workflow, client = _run_flow(pg_env, names, seen, 200 * KB, upload_large_payloads=True, payload_threshold_kb=64)
     assert workflow.status is WorkflowStatus.COMPLETED, workflow.reason_for_incompletion
     assert client.payloads.uploads_refused
     assert seen[0].input_data["blob"] == "x" * 200 * KB
