@@ -98,10 +98,11 @@ def _preview(data: Any) -> str:
 
 
 class _Api:
-    __slots__ = ("_http",)
+    __slots__ = ("_http", "_payloads")
 
-    def __init__(self, transport: HttpTransport) -> None:
+    def __init__(self, transport: HttpTransport, payloads: Optional[PayloadStore] = None) -> None:
         self._http = transport
+        self._payloads = payloads if payloads is not None else PayloadStore(transport)
 
 
 class TaskClient(_Api):
@@ -206,7 +207,7 @@ class TaskClient(_Api):
         if not data:
             raise NotFoundError(f"task {task_id} not found", status_code=204, method="GET", url=f"tasks/{task_id}")
         task = _task(data, f"GET tasks/{task_id}")
-        return _with_external_task(task, PayloadStore(self._http)) if include_external else task
+        return _with_external_task(task, self._payloads) if include_external else task
 
     def add_log(self, task_id: str, message: str) -> None:
         """Append one line to the task's execution log (dropped by servers with indexing off)."""
@@ -254,7 +255,7 @@ class WorkflowClient(_Api):
             "GET", f"workflow/{_seg(workflow_id)}", params={"includeTasks": str(include_tasks).lower()}
         )
         workflow = Workflow.from_json(data or {})
-        return _with_external_workflow(workflow, PayloadStore(self._http)) if include_external else workflow
+        return _with_external_workflow(workflow, self._payloads) if include_external else workflow
 
     def terminate(self, workflow_id: str, reason: Optional[str] = None) -> None:
         """Terminate; a COMPLETED workflow raises ConflictError (409)."""
@@ -380,11 +381,11 @@ class ConductorClient:
     def __init__(self, config: Optional[Configuration] = None) -> None:
         self.config = config if config is not None else Configuration.from_env()
         self._transport = HttpTransport(self.config)
-        self.tasks = TaskClient(self._transport)
-        self.workflows = WorkflowClient(self._transport)
-        self.metadata = MetadataClient(self._transport)
         #: external payload storage (large inputs and outputs), see :mod:`conductor_workers.payloads`
         self.payloads = PayloadStore(self._transport)
+        self.tasks = TaskClient(self._transport, self.payloads)
+        self.workflows = WorkflowClient(self._transport, self.payloads)
+        self.metadata = MetadataClient(self._transport, self.payloads)
 
     def health(self) -> Dict[str, Any]:
         """``GET /health`` (served beside, not under, ``/api``)."""
