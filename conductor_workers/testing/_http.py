@@ -17,10 +17,17 @@ import ssl
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, List, Optional, Pattern, Set, Tuple
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any, Callable, Dict, List, Optional, Pattern, Tuple
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from ._connections import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_THREADS,
+    Connection,
+    ConnectionManager,
+)
 from ._engine import (
     RESULT_STATUSES,
     BadRequest,
@@ -467,22 +474,23 @@ class TokenAuth:
 # --------------------------------------------------------------------------------------------
 
 
-class ConductorHTTPServer(ThreadingHTTPServer):
-    """A threading HTTP server that tracks its connections so that ``close_all`` can join them."""
+class ConductorHTTPServer(HTTPServer):
+    """The HTTP server: accepts connections and hands them to a :class:`ConnectionManager`.
 
-    daemon_threads = True
+    A connection holds a thread only while it has a request to serve (see ``_connections``), so
+    silent or idle connections cost a file descriptor, not a thread.
+    """
+
     allow_reuse_address = True
-    block_on_close = False
     request_queue_size = 1024  # listen backlog: socketserver's 5 stalls bursts of new connections 1 s
 
     def __init__(self, address: Tuple[str, int], api: Api, auth: Optional[TokenAuth] = None,
-                 tls: Optional[ssl.SSLContext] = None) -> None:
+                 tls: Optional[ssl.SSLContext] = None,
+                 max_threads: int = DEFAULT_MAX_THREADS, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
         super().__init__(address, RequestHandler, bind_and_activate=False)
         self.api = api
         self.auth = auth
-        self._conn_lock = threading.Lock()
-        self._connections: Set[socket.socket] = set()
-        self._conn_threads: Set[threading.Thread] = set()
         try:
             self.server_bind()
             self.server_activate()
@@ -491,52 +499,78 @@ class ConductorHTTPServer(ThreadingHTTPServer):
             raise
         if tls is not None:
             self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+        self.connections = ConnectionManager(self._serve, max_threads=max_threads,
+                                             max_connections=max_connections, idle_timeout=idle_timeout)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        thread = threading.Thread(target=self._serve_connection, args=(request, client_address),
-                                  name="local-conductor-http", daemon=True)
-        with self._conn_lock:
-            self._connections.add(request)
-            self._conn_threads.add(thread)
-        thread.start()
+        self.connections.add(request, client_address)
 
-    def _serve_connection(self, request: Any, client_address: Any) -> None:
+    def _serve(self, connection: Connection) -> bool:
+        """Serve what has arrived on ``connection``; True to keep it open (see ConnectionManager)."""
+        sock = connection.sock
         try:
-            self.process_request_thread(request, client_address)
-        finally:
-            with self._conn_lock:
-                self._connections.discard(request)
-                self._conn_threads.discard(threading.current_thread())
+            if not connection.handshaken:
+                sock.settimeout(RequestHandler.timeout)
+                sock.do_handshake()  # type: ignore[attr-defined]
+                connection.handshaken = True
+            handler = RequestHandler(sock, connection.address, self)
+            try:
+                return handler.serve_arrived()
+            finally:
+                handler.finish()
+        except (OSError, ValueError):  # reset, closed or a failed TLS handshake: nothing to answer
+            log.debug("connection from %s failed", connection.address, exc_info=True)
+            return False
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("connection from %s failed", client_address, exc_info=True)
 
     def close_all(self, timeout: float = 5.0) -> None:
-        """Shut every open connection down and join the threads serving them."""
-        with self._conn_lock:
-            connections, threads = list(self._connections), list(self._conn_threads)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                log.debug("shutdown of a connection failed", exc_info=True)
-        for thread in threads:
-            thread.join(timeout)
+        """Close every open connection and join the threads serving them."""
+        self.connections.close(timeout)
 
 
 class RequestHandler(BaseHTTPRequestHandler):
-    """Parses one request, runs its route and writes the whole response in one write."""
+    """Parses requests, runs their routes and writes each whole response in one write.
+
+    One handler serves the requests that arrive back to back on a connection; it is made by
+    :meth:`ConductorHTTPServer._serve` (not by ``socketserver``), so ``__init__`` only sets up.
+    """
 
     protocol_version = "HTTP/1.1"
     server_version = "LocalConductor"
     disable_nagle_algorithm = True
-    timeout = 300  # drop connections idle for 5 minutes
+    timeout = 30  # for each read and write within a request; idle time is the ConnectionManager's
     server: ConductorHTTPServer
 
-    def setup(self) -> None:
-        super().setup()
-        if isinstance(self.request, ssl.SSLSocket):
-            self.request.do_handshake()
+    def __init__(self, request: Any, client_address: Any, server: ConductorHTTPServer) -> None:
+        # no super().__init__(): that would also serve the connection to its end on this thread
+        self.request = request
+        self.client_address = client_address
+        self.server = server
+        self.setup()
+
+    def serve_arrived(self) -> bool:
+        """Serve requests while they keep coming; True when the connection may be parked.
+
+        After each response, wait up to the manager's ``linger`` for the next request with a
+        peek: bytes already buffered (a pipelined request) count at once, and the wait is the
+        same blocking read a thread-per-connection server does.
+        """
+        sock = self.connection
+        while True:
+            self.close_connection = True
+            self.handle_one_request()
+            if self.close_connection:
+                return False
+            sock.settimeout(self.server.connections.linger)
+            try:
+                if not self.rfile.peek(1):  # type: ignore[attr-defined]
+                    return False  # the client closed
+            except socket.timeout:
+                return True  # quiet: park it (this rfile is spent; the next serve makes another)
+            finally:
+                sock.settimeout(self.timeout)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
         log.debug("%s - %s", self.address_string(), format % args)
