@@ -193,9 +193,9 @@ class ConnectionManager:
         self._discard(connection)
 
     def _discard(self, connection: Connection) -> None:
-        connection.close()
         with self._lock:
             self._open.discard(connection)
+        connection.close()
 
     # -- the pool -------------------------------------------------------------------------------
     def _dispatch(self, connection: Connection) -> None:

@@ -1,9 +1,11 @@
 """State machine and storage behind :class:`~conductor_workers.testing.LocalConductor`.
 
-The engine implements the SIMPLE-task subset of the Conductor server (conductor-oss 3.32.x):
+The engine implements the Conductor server (conductor-oss 3.32.x) for workers and tests:
 metadata (task and workflow definitions), workflow execution (start, decide, retry, timeouts,
-terminate, pause/resume, retry/restart, remove) and the task API (poll, long poll, update,
-update-v2, update by reference name, logs, queue sizes, poll data).
+terminate, pause/resume, retry/restart, remove), the task API (poll, long poll, update,
+update-v2, update by reference name, logs, queue sizes, poll data), and the system tasks
+(``SWITCH``, ``FORK_JOIN``, ``DO_WHILE``, ``SUB_WORKFLOW``, ... in ``_system``; the definition
+tree they walk is in ``_definitions``).
 
 Layout of this module:
 
@@ -32,7 +34,18 @@ import sqlite3
 import threading
 import time
 import uuid
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+
+from ._definitions import (
+    BUILT_IN_TYPES,
+    SUPPORTED_TYPES,
+    SYSTEM_TASK_TYPES,
+    next_task,
+    strip_iteration,
+    walk,
+)
+from ._scripts import Scripts, missing_engine
+from ._system import SYNTHETIC_TASK_DEF, SystemTasks
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +113,8 @@ TIMEOUT_POLICIES = ("RETRY", "TIME_OUT_WF", "ALERT_ONLY")
 RETRY_LOGICS = ("FIXED", "EXPONENTIAL_BACKOFF", "LINEAR_BACKOFF")
 WORKFLOW_TIMEOUT_POLICIES = ("TIME_OUT_WF", "ALERT_ONLY")
 
+#: Rounds of "schedule, run the system tasks" one decide may take before it gives up on a workflow.
+MAX_DECIDE_ROUNDS = 10_000
 #: How long a poll keeps a domain "active" for ``taskToDomain`` values with several domains.
 ACTIVE_DOMAIN_WINDOW_MS = 10_000
 
@@ -151,6 +166,10 @@ WORKFLOW_TASK_FIELDS: Dict[str, FieldSpec] = {
     "name": "str", "taskReferenceName": "str", "description": "str", "inputParameters": "dict",
     "type": "str", "startDelay": "int", "optional": "bool", "retryCount": "int",
     "taskDefinition": "dict", "asyncComplete": "bool", "rateLimited": "bool", "permissive": "bool",
+    "decisionCases": "dict", "defaultCase": "list", "forkTasks": "list", "joinOn": "list",
+    "loopCondition": "str", "loopOver": "list", "subWorkflowParam": "dict", "dynamicTaskNameParam": "str",
+    "dynamicForkTasksParam": "str", "dynamicForkTasksInputParamName": "str", "evaluatorType": "str",
+    "expression": "str", "caseValueParam": "str", "caseExpression": "str", "scriptExpression": "str",
 }
 WORKFLOW_TASK_DEFAULTS: JSON = {
     "inputParameters": {}, "type": "SIMPLE", "startDelay": 0, "optional": False,
@@ -315,7 +334,7 @@ def normalise_workflow_def(raw: Any, path: str) -> JSON:
         normalised.append(_normalise_workflow_task(task, task_path, errors))
     wf_def["tasks"] = normalised
     seen = set()
-    for task in normalised:
+    for task in walk(normalised):
         ref = task.get("taskReferenceName")
         if ref and ref in seen:
             errors.append(_violation(path, "taskReferenceName: %s should be unique across tasks for a "
@@ -323,17 +342,83 @@ def normalise_workflow_def(raw: Any, path: str) -> JSON:
         seen.add(ref)
     if errors:
         raise ValidationFailed(errors)
-    for task in normalised:
-        if task["type"] != "SIMPLE":
+    for task in walk(normalised):
+        if task["type"] not in SUPPORTED_TYPES:
             raise BadRequest(
-                "LocalConductor supports only SIMPLE tasks: task %r (%s) has type %s"
-                % (task["name"], task["taskReferenceName"], task["type"])
+                "LocalConductor does not support task type %s: task %r (%s)"
+                % (task["type"], task["name"], task["taskReferenceName"])
             )
+        engine = _engine_needed(task)
+        reason = missing_engine(engine) if engine else None
+        if reason is not None:
+            raise BadRequest("%s: task %r (%s) of type %s" % (reason, task["name"], task["taskReferenceName"],
+                                                              task["type"]))
     return wf_def
 
 
-def _normalise_workflow_task(raw: Any, path: str, errors: List[JSON]) -> JSON:
+def _engine_needed(task: JSON) -> Optional[str]:
+    """"javascript" or "jq" when ``task`` cannot run without that engine."""
+    kind = task["type"]
+    params = task.get("inputParameters") or {}
+    if kind == "SWITCH" and task.get("evaluatorType") in ("javascript", "graaljs"):
+        return "javascript"
+    if kind == "DECISION" and not task.get("caseValueParam") and task.get("caseExpression"):
+        return "javascript"
+    if kind == "DO_WHILE" and task.get("loopCondition"):
+        return "javascript"
+    if kind == "INLINE" and (params.get("evaluatorType") or "javascript") in ("javascript", "graaljs"):
+        return "javascript"
+    if kind == "JSON_JQ_TRANSFORM":
+        return "jq"
+    return None
+
+
+def normalise_workflow_task(raw: Any, path: str, errors: List[JSON]) -> JSON:
+    """Type-check one WorkflowTask and the tasks nested in it; violations go to ``errors``."""
     task = _with_defaults(check_fields(raw, WORKFLOW_TASK_FIELDS, "WorkflowTask"), WORKFLOW_TASK_DEFAULTS)
+    kind = task["type"]
+    if kind in ("SWITCH", "DECISION"):
+        cases = task.get("decisionCases") or {}
+        for name, branch in cases.items():
+            if not isinstance(branch, list):
+                raise BadRequest("Invalid WorkflowTask.decisionCases.%s: expected a JSON array" % name)
+            cases[name] = [normalise_workflow_task(item, "%s.decisionCases.%s[%d]" % (path, name, index), errors)
+                           for index, item in enumerate(branch)]
+        task["defaultCase"] = [normalise_workflow_task(item, "%s.defaultCase[%d]" % (path, index), errors)
+                               for index, item in enumerate(task.get("defaultCase") or [])]
+        if kind == "SWITCH" and not task.get("expression"):
+            errors.append(_violation(path, "expression is required for a SWITCH task: %s"
+                                     % task.get("taskReferenceName")))
+        if kind == "DECISION" and not (task.get("caseValueParam") or task.get("caseExpression")):
+            errors.append(_violation(path, "caseValueParam or caseExpression field is required for taskType: "
+                                           "DECISION taskName: %s" % task.get("name")))
+    elif kind == "FORK_JOIN":
+        branches = task.get("forkTasks") or []
+        if not branches:
+            errors.append(_violation(path, "forkTasks should have atleast one task for taskType: FORK_JOIN "
+                                           "taskName: %s" % task.get("name")))
+        for number, branch in enumerate(branches):
+            if not isinstance(branch, list):
+                raise BadRequest("Invalid WorkflowTask.forkTasks: expected a JSON array of arrays")
+            branches[number] = [normalise_workflow_task(item, "%s.forkTasks[%d][%d]" % (path, number, index), errors)
+                                for index, item in enumerate(branch)]
+    elif kind == "DO_WHILE":
+        task["loopOver"] = [normalise_workflow_task(item, "%s.loopOver[%d]" % (path, index), errors)
+                            for index, item in enumerate(task.get("loopOver") or [])]
+        if not task["loopOver"]:
+            errors.append(_violation(path, "loopOver field is required for taskType: DO_WHILE taskName: %s"
+                                     % task.get("name")))
+    elif kind == "DYNAMIC" and not task.get("dynamicTaskNameParam"):
+        errors.append(_violation(path, "dynamicTaskNameParam field is required for taskType: DYNAMIC "
+                                       "taskName: %s" % task.get("name")))
+    elif kind == "SUB_WORKFLOW":
+        params = task.get("subWorkflowParam") or {}
+        if not params.get("name") and not params.get("workflowDefinition"):
+            errors.append(_violation(path, "subWorkflowParam field is required for taskType: SUB_WORKFLOW "
+                                           "taskName: %s" % task.get("name")))
+        if isinstance(params.get("workflowDefinition"), dict):
+            params["workflowDefinition"] = normalise_workflow_def(params["workflowDefinition"],
+                                                                  path + ".subWorkflowParam.workflowDefinition")
     if not task.get("name"):
         errors.append(_violation(path + ".name", "WorkflowTask name cannot be empty or null"))
     if not task.get("taskReferenceName"):
@@ -342,8 +427,13 @@ def _normalise_workflow_task(raw: Any, path: str, errors: List[JSON]) -> JSON:
     if task["startDelay"] < 0:
         errors.append(_violation(path + ".startDelay", "startDelay must be >= 0", str(task["startDelay"])))
     if task.get("taskDefinition") is not None:
-        task["taskDefinition"] = normalise_task_def(task["taskDefinition"], path + ".taskDefinition")
+        inline = dict(task["taskDefinition"])
+        inline.setdefault("name", task.get("name"))  # the real server accepts an inline def with no name
+        task["taskDefinition"] = normalise_task_def(inline, path + ".taskDefinition")
     return task
+
+
+_normalise_workflow_task = normalise_workflow_task
 
 
 def check_task_result(raw: Any) -> JSON:
@@ -465,11 +555,13 @@ def expression_document(workflow: JSON, tasks: Sequence[JSON]) -> JSON:
             "createdBy": workflow.get("createdBy"),
         }
     }
-    for task in tasks:  # in seq order: the latest attempt of a reference name wins
+    for task in sorted(tasks, key=lambda t: t.get("seq") or 0):  # the latest attempt of a name wins
         entry = {field: task.get(field) for field in _TASK_CONTEXT_FIELDS}
         entry["input"] = task.get("inputData") or {}
         entry["output"] = task.get("outputData") or {}
         document[task["referenceTaskName"]] = entry
+        if task.get("iteration"):  # a DO_WHILE's task: also under its name without ``__N``
+            document[strip_iteration(task["referenceTaskName"])] = entry
     return document
 
 
@@ -715,11 +807,13 @@ class _Store:
 class _Terminate(Exception):
     """Raised inside the decider to end a workflow (TerminateWorkflowException)."""
 
-    def __init__(self, reason: str, status: str = "FAILED", task: Optional[JSON] = None) -> None:
+    def __init__(self, reason: str, status: str = "FAILED", task: Optional[JSON] = None,
+                 output: Optional[JSON] = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
         self.task = task
+        self.output = output  # TERMINATE: the workflow's output
 
 
 def _strip_nulls(obj: JSON) -> JSON:
@@ -776,7 +870,8 @@ def _queue_wait_time(task: JSON) -> int:
 
 
 def _task_def_of(task: JSON) -> JSON:
-    return (task.get("workflowTask") or {}).get("taskDefinition") or dict(TASK_DEF_DEFAULTS)
+    default = SYNTHETIC_TASK_DEF if task.get("taskType") in SYSTEM_TASK_TYPES else TASK_DEF_DEFAULTS
+    return (task.get("workflowTask") or {}).get("taskDefinition") or dict(default)
 
 
 def _task_deadline(task: JSON) -> Optional[int]:
@@ -784,6 +879,8 @@ def _task_deadline(task: JSON) -> Optional[int]:
     status = task["status"]
     if status in TASK_TERMINAL or task.get("retried") or task.get("executed"):
         return None
+    if task.get("taskType") in SYSTEM_TASK_TYPES:  # the server runs them: only a WAIT's time counts
+        return clamp_ms(task.get("waitTimeout")) if task.get("taskType") == "WAIT" else None
     task_def = _task_def_of(task)
     candidates = []
     callback_ms = (task.get("callbackAfterSeconds") or 0) * 1000
@@ -825,14 +922,19 @@ def _retry_delay_seconds(task_def: JSON, retry_count: int) -> int:
     return min(delay, cap) if cap > 0 else delay
 
 
-class Engine:
+class Engine(SystemTasks):
     """The Conductor state machine. Every public method is thread-safe.
 
     Methods raise :class:`EngineError` subclasses for client errors; the HTTP layer maps them.
+    ``http_allowed_hosts``: hosts HTTP tasks may call besides loopback ones (``"*"``: any).
     """
 
     def __init__(self, db_path: Optional[str] = None, sweep_interval: float = 0.5,
-                 payload_limits: Optional[PayloadLimits] = None) -> None:
+                 payload_limits: Optional[PayloadLimits] = None,
+                 http_allowed_hosts: Iterable[str] = ()) -> None:
+        self.http_allowed_hosts = tuple(host.lower() for host in http_allowed_hosts)
+        self._scripts = Scripts()
+        self._deciding: Set[str] = set()  # workflows being decided now (a child must not re-enter)
         self._lock = threading.RLock()
         self._store = _Store(db_path)
         self._sweep_interval = sweep_interval
@@ -995,10 +1097,7 @@ class Engine:
                       task_to_domain: Dict[str, str]) -> JSON:
         wf_def = copy.deepcopy(wf_def)
         for workflow_task in wf_def["tasks"]:
-            if workflow_task.get("taskDefinition") is None:
-                registered = store.get_task_def(workflow_task["name"])
-                ad_hoc = dict(TASK_DEF_DEFAULTS, name=workflow_task["name"])
-                workflow_task["taskDefinition"] = registered or ad_hoc
+            self._attach_task_def(workflow_task)
         workflow_input = dict(request.get("input") or {})
         for key, value in (wf_def.get("inputTemplate") or {}).items():
             workflow_input.setdefault(key, value)
@@ -1058,8 +1157,9 @@ class Engine:
         with self._tx() as store:
             workflow = self._load_workflow(store, workflow_id)
             if workflow["status"] != "PAUSED":
-                raise EngineError("The workflow %s is not PAUSED so cannot resume. Current status is %s"
-                                  % (workflow_id, workflow["status"]))
+                # conductor-oss answers 500 (IllegalStateException); a state conflict is a 409
+                raise Conflict("The workflow %s is not PAUSED so cannot resume. Current status is %s"
+                               % (workflow_id, workflow["status"]))
             workflow["status"] = "RUNNING"
             workflow["lastRetriedTime"] = now_ms()
             self._save_workflow(workflow)
@@ -1214,7 +1314,8 @@ class Engine:
 
     def _apply_result(self, task: JSON, result: JSON) -> None:
         status = result.get("status") or "IN_PROGRESS"
-        task["status"] = "SCHEDULED" if status == "IN_PROGRESS" else status
+        system = task["taskType"] in SYSTEM_TASK_TYPES  # only a worker's task goes back to its queue
+        task["status"] = "SCHEDULED" if status == "IN_PROGRESS" and not system else status
         reason = result.get("reasonForIncompletion")
         task["reasonForIncompletion"] = reason[:500] if reason else reason
         task["workerId"] = result.get("workerId")
@@ -1240,7 +1341,7 @@ class Engine:
         if task["status"] in TASK_TERMINAL:
             self._store.remove_from_queue(task["taskId"])
             task["endTime"] = now_ms()
-        else:
+        elif not system:
             self._push(task, delay_ms=callback * 1000)
         self._save_task(task)
 
@@ -1254,9 +1355,11 @@ class Engine:
 
     def update_by_ref(self, workflow_id: str, ref_name: str, status: str, worker_id: Optional[str],
                       output: JSON) -> Optional[JSON]:
-        """Update the first pending task with ``ref_name``; None when nothing is pending."""
+        """Update the first pending task with ``ref_name``; None when nothing is pending.
+
+        An unknown workflow is "nothing pending" too: conductor-oss answers it with an empty 200.
+        """
         with self._tx() as store:
-            self._load_workflow(store, workflow_id)
             pending = self._pending_by_ref(store.workflow_tasks(workflow_id), ref_name)
             if pending is None:
                 return None
@@ -1385,22 +1488,31 @@ class Engine:
 
     # The decider ----------------------------------------------------------------------------
     def _decide(self, workflow: JSON, tasks: List[JSON]) -> None:
-        """Advance ``workflow`` (DeciderService.decide for a linear list of SIMPLE tasks)."""
-        if workflow["status"] in WORKFLOW_TERMINAL:
+        """Advance ``workflow`` (DeciderService.decide, then the system tasks, until it settles)."""
+        workflow_id = workflow["workflowId"]
+        if workflow["status"] in WORKFLOW_TERMINAL or workflow_id in self._deciding:
             return
+        self._deciding.add(workflow_id)
         try:
             self._check_workflow_timeout(workflow)
             if workflow["status"] == "PAUSED":
                 return
-            to_schedule = self._evaluate_pending(workflow, tasks)
-            if not to_schedule and self._is_complete(workflow, tasks):
-                self._complete(workflow, tasks)
-            else:
-                self._schedule(workflow, tasks, to_schedule)
+            for _ in range(MAX_DECIDE_ROUNDS):
+                to_schedule = self._evaluate_pending(workflow, tasks)
+                if not to_schedule and self._is_complete(workflow, tasks):
+                    self._complete(workflow, tasks)
+                    return
+                scheduled = self._schedule(workflow, tasks, to_schedule)
+                if not self._run_system_tasks(workflow, tasks) and not scheduled:
+                    return
+            raise _Terminate("LocalConductor stopped deciding this workflow after %d rounds without a task for "
+                             "a worker (an endless loop of system tasks?)" % MAX_DECIDE_ROUNDS)
         except _Terminate as stop:
             if stop.task is not None:
                 self._save_task(stop.task)
-            self._end_workflow(workflow, tasks, stop.status, stop.reason)
+            self._end_workflow(workflow, tasks, stop.status, stop.reason, output=stop.output)
+        finally:
+            self._deciding.discard(workflow_id)
 
     def _evaluate_pending(self, workflow: JSON, tasks: List[JSON]) -> List[JSON]:
         executed_refs = {task["referenceTaskName"] for task in tasks if task.get("executed")}
@@ -1413,28 +1525,42 @@ class Engine:
                 if retry is not None:
                     to_schedule[retry["referenceTaskName"]] = retry
                     executed_refs.discard(retry["referenceTaskName"])
-                elif task["workflowTask"].get("optional") or not task["workflowTask"].get("permissive"):
+                elif task["workflowTask"].get("optional"):
                     task["status"] = "COMPLETED_WITH_ERRORS"
             if not task.get("executed") and not task.get("retried") and task["status"] in TASK_TERMINAL:
                 task["executed"] = True
                 changed = True
-                following = self._next_workflow_task(workflow, task["referenceTaskName"])
-                if following is not None and following["taskReferenceName"] not in to_schedule:
-                    to_schedule[following["taskReferenceName"]] = self._new_task(workflow, tasks, following)
+                for following in self._next_tasks(workflow, tasks, task):
+                    to_schedule.setdefault(following["referenceTaskName"], following)
             if changed:
                 self._save_task(task)
         if not tasks:
             first = workflow["workflowDefinition"]["tasks"][0]
-            to_schedule[first["taskReferenceName"]] = self._new_task(workflow, tasks, first)
+            for new in self._tasks_for(workflow, tasks, first):
+                to_schedule.setdefault(new["referenceTaskName"], new)
         return [task for ref, task in to_schedule.items() if ref not in executed_refs]
+
+    def _next_tasks(self, workflow: JSON, tasks: List[JSON], task: JSON) -> List[JSON]:
+        """DeciderService.getNextTask: what follows ``task`` (a case, a branch, a loop: see _definitions)."""
+        if task["taskType"] in ("SWITCH", "DECISION") and task["inputData"].get("hasChildren") is not None:
+            return []  # its branch is running: the branch's last task leads on
+        definition = workflow["workflowDefinition"]["tasks"]
+        in_loop = bool(task.get("iteration")) and task["taskType"] != "DO_WHILE"
+        ref = strip_iteration(task["referenceTaskName"]) if in_loop else task["referenceTaskName"]
+        following = next_task(definition, ref)
+        skipped = {t["referenceTaskName"] for t in tasks if t["status"] == "SKIPPED"}
+        while following is not None and following["taskReferenceName"] in skipped:
+            following = next_task(definition, following["taskReferenceName"])
+        if following is None:
+            return []
+        if following.get("type") == "DO_WHILE" and any(
+                t["referenceTaskName"] == following["taskReferenceName"] for t in tasks):
+            return []  # the end of a loop's body: the DO_WHILE decides (see _run_do_while)
+        return self._tasks_for(workflow, tasks, following, task.get("iteration") or 0 if in_loop else 0)
 
     @staticmethod
     def _next_workflow_task(workflow: JSON, ref_name: str) -> Optional[JSON]:
-        workflow_tasks = workflow["workflowDefinition"]["tasks"]
-        for index, workflow_task in enumerate(workflow_tasks):
-            if workflow_task["taskReferenceName"] == ref_name:
-                return workflow_tasks[index + 1] if index + 1 < len(workflow_tasks) else None
-        return None
+        return next_task(workflow["workflowDefinition"]["tasks"], strip_iteration(ref_name))
 
     def _check_task_timeouts(self, task: JSON) -> bool:
         """Apply timeoutSeconds, pollTimeoutSeconds and responseTimeoutSeconds; True if changed."""
@@ -1490,6 +1616,8 @@ class Engine:
         expected = workflow_task.get("retryCount")
         if expected is None:
             expected = task_def.get("retryCount", 3)
+        if task["taskType"] in BUILT_IN_TYPES:
+            expected = 0
         if task["status"] not in TASK_RETRIABLE or expected <= task["retryCount"]:
             if workflow_task.get("optional") or workflow_task.get("permissive"):
                 return None
@@ -1522,7 +1650,7 @@ class Engine:
 
     def _new_task(self, workflow: JSON, tasks: List[JSON], workflow_task: JSON) -> JSON:
         """SimpleTaskMapper: a SCHEDULED task for ``workflow_task`` (not yet persisted)."""
-        task_def = workflow_task["taskDefinition"]
+        task_def = workflow_task.get("taskDefinition") or dict(TASK_DEF_DEFAULTS, name=workflow_task["name"])
         task_input = resolve(workflow_task.get("inputParameters") or {}, expression_document(workflow, tasks))
         for key, value in (task_def.get("inputTemplate") or {}).items():
             task_input.setdefault(key, copy.deepcopy(value))
@@ -1563,8 +1691,8 @@ class Engine:
         last = domains[-1]
         return None if last == "NO_DOMAIN" else last
 
-    def _schedule(self, workflow: JSON, tasks: List[JSON], new_tasks: List[JSON]) -> None:
-        """Persist and enqueue ``new_tasks`` (deduplicated on refName + retryCount)."""
+    def _schedule(self, workflow: JSON, tasks: List[JSON], new_tasks: List[JSON]) -> bool:
+        """Persist and enqueue ``new_tasks`` (deduplicated on refName + retryCount); True if any was new."""
         existing = {(task["referenceTaskName"], task["retryCount"]) for task in tasks}
         seq = max((task["seq"] for task in tasks), default=0)
         scheduled = False
@@ -1575,22 +1703,32 @@ class Engine:
             delay_ms = task.pop("_delayMs", (task.get("callbackAfterSeconds") or 0) * 1000)
             task["seq"] = seq
             task["scheduledTime"] = now_ms()
+            system = task["taskType"] in SYSTEM_TASK_TYPES
+            if system and not task.get("startTime"):
+                task["startTime"] = task["scheduledTime"]  # the server starts them itself
+            if task["status"] in TASK_TERMINAL and not task.get("endTime"):
+                task["endTime"] = task["scheduledTime"]
             self._persist_task(task)
-            self._push(task, delay_ms)
+            if not system:
+                self._push(task, delay_ms)
             tasks.append(task)
             scheduled = True
         if scheduled:
             self._save_workflow(workflow)
+        return scheduled
 
     def _is_complete(self, workflow: JSON, tasks: List[JSON]) -> bool:
-        """DeciderService.checkForWorkflowCompletion for a linear workflow."""
+        """DeciderService.checkForWorkflowCompletion: every top-level task done, nothing left to run."""
         if not tasks or any(task["status"] not in TASK_TERMINAL for task in tasks):
             return False
-        status_by_ref = {task["referenceTaskName"]: task["status"] for task in tasks}
+        status_by_ref = {strip_iteration(task["referenceTaskName"]) if task.get("iteration") else
+                         task["referenceTaskName"]: task["status"] for task in tasks}
         for workflow_task in workflow["workflowDefinition"]["tasks"]:
             if workflow_task["taskReferenceName"] not in status_by_ref:
                 return False
         for task in tasks:
+            if task["taskType"] in ("SWITCH", "DECISION") and task["inputData"].get("hasChildren") is not None:
+                continue
             if not task.get("retried") or not task.get("executed"):
                 following = self._next_workflow_task(workflow, task["referenceTaskName"])
                 if following is not None and following["taskReferenceName"] not in status_by_ref:
@@ -1617,13 +1755,14 @@ class Engine:
         workflow["status"] = "COMPLETED"
         self._record_failed_tasks(workflow, tasks)
         self._save_workflow(workflow)
+        self._notify_parent(workflow)
 
     def _end_workflow(self, workflow: JSON, tasks: List[JSON], status: str, reason: Optional[str],
-                      force_status: bool = False) -> None:
+                      force_status: bool = False, output: Optional[JSON] = None) -> None:
         """terminateWorkflow: set status and reason, compute output, cancel pending tasks."""
         if force_status or workflow["status"] not in WORKFLOW_TERMINAL:
             workflow["status"] = status
-        workflow["output"] = self._workflow_output(workflow, tasks)
+        workflow["output"] = self._workflow_output(workflow, tasks) if output is None else output
         self._record_failed_tasks(workflow, tasks)
         workflow["reasonForIncompletion"] = reason
         for task in tasks:
@@ -1632,6 +1771,8 @@ class Engine:
                 task["status"] = "CANCELED"
                 self._save_task(task)
         self._save_workflow(workflow)
+        self._cancel_children(tasks, workflow["status"], reason)
+        self._notify_parent(workflow)
 
     def _check_workflow_timeout(self, workflow: JSON) -> None:
         deadline = _workflow_deadline(workflow)

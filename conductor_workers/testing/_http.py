@@ -297,10 +297,10 @@ class Api:
         timeout = request.int_arg("timeout", 100) or 0
         if timeout > MAX_POLL_TIMEOUT_MS:
             raise BadRequest("Long Poll Timeout value cannot be more than 5 seconds")
-        if count < 1 or timeout < 0:
+        if count < 1:  # conductor-oss on SQLite hands out the whole queue for a negative count (LIMIT -1)
             return json_response(200, [])
         tasks = self.engine.poll(request.params["taskType"], request.arg("workerid"), request.arg("domain"),
-                                 count, timeout)
+                                 count, max(0, timeout))  # a negative timeout: what is there now, as there
         return json_response(200, tasks)
 
     def poll(self, request: Request) -> Response:
@@ -333,6 +333,8 @@ class Api:
         return json_response(200, self.engine.poll_data(task_type))
 
     def add_log(self, request: Request) -> Response:
+        if not request.body:  # conductor-oss: @RequestBody String is required (it answers 500)
+            raise BadRequest("Required request body is missing")
         self.engine.add_log(request.params["taskId"], request.text())
         return Response(200)
 

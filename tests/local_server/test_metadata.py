@@ -73,7 +73,7 @@ def test_workflow_def_create_conflict_overwrite_versions(api):
     assert missing.json()["message"] == "No such workflow found by name: nope, version: null"
 
 
-def test_workflow_def_validation_and_simple_only(api):
+def test_workflow_def_validation_and_unsupported_types(api):
     response = api.put("/metadata/workflow", json=[{"name": "w", "tasks": []}])
     assert response.status_code == 400
     assert response.json()["validationErrors"][0]["message"] == "WorkflowTask list cannot be empty"
@@ -83,4 +83,9 @@ def test_workflow_def_validation_and_simple_only(api):
     assert "should be unique" in response.json()["validationErrors"][0]["message"]
     fork = {"name": "f", "taskReferenceName": "f", "type": "FORK_JOIN"}
     response = api.post("/metadata/workflow", json={"name": "w", "tasks": [fork]})
-    assert response.status_code == 400 and "only SIMPLE" in response.json()["message"]
+    assert response.status_code == 400
+    assert "forkTasks should have atleast one task" in response.json()["validationErrors"][0]["message"]
+    kafka = {"name": "k", "taskReferenceName": "k", "type": "KAFKA_PUBLISH"}
+    response = api.post("/metadata/workflow", json={"name": "w", "tasks": [kafka]})
+    assert response.status_code == 400
+    assert response.json()["message"] == "LocalConductor does not support task type KAFKA_PUBLISH: task 'k' (k)"
