@@ -46,6 +46,7 @@ from ._definitions import (
 )
 from ._scripts import Scripts, missing_engine
 from ._system import SYNTHETIC_TASK_DEF, SystemTasks
+from ._workflow_ops import WorkflowOps
 
 log = logging.getLogger(__name__)
 
@@ -922,7 +923,7 @@ def _retry_delay_seconds(task_def: JSON, retry_count: int) -> int:
     return min(delay, cap) if cap > 0 else delay
 
 
-class Engine(SystemTasks):
+class Engine(SystemTasks, WorkflowOps):
     """The Conductor state machine. Every public method is thread-safe.
 
     Methods raise :class:`EngineError` subclasses for client errors; the HTTP layer maps them.
