@@ -28,6 +28,8 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="SQLite file to keep state in (default: in memory)")
     server.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                         help="logging level; default info")
+    server.add_argument("--http-allow-host", metavar="HOST", action="append", default=[],
+                        help="a host HTTP tasks may call besides loopback ones (repeatable; '*' for any)")
     return parser
 
 
@@ -41,7 +43,8 @@ def _run_server(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with LocalConductor(port=args.port, host=args.host, db_path=args.db) as server:
+        with LocalConductor(port=args.port, host=args.host, db_path=args.db,
+                            http_allowed_hosts=args.http_allow_host) as server:
             print("LocalConductor listening on %s" % server.url, flush=True)
             while not stop.wait(1.0):
                 pass  # wake up now and then so that signals are handled promptly on every platform

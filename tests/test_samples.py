@@ -1,4 +1,4 @@
-"""Every sample runs to a successful exit: on the embedded server, and hello_world on the real one."""
+"""Every sample runs to a successful exit on the embedded server; hello_world and order_workflow on the real one too."""
 from __future__ import annotations
 
 import os
@@ -28,6 +28,7 @@ def run_sample(name: str, *args: str, server_url: "str | None" = None) -> "subpr
     "name, args",
     [
         ("hello_world.py", ("--workflows", "30")),
+        ("order_workflow.py", ("--orders", "20")),
         ("long_running.py", ()),
         ("update_task_from_script.py", ()),
         ("legacy_service.py", ("--serve-seconds", "0.5")),
@@ -44,3 +45,11 @@ def test_hello_world_on_real_server(real_server_url: str) -> None:
     proc = run_sample("hello_world.py", "--workflows", "20", server_url=real_server_url)
     assert proc.returncode == 0, f"hello_world failed on the real server:\n{proc.stdout}\n{proc.stderr}"
     assert "20/20 workflows completed" in proc.stdout
+
+
+@pytest.mark.real_server
+def test_order_workflow_on_real_server(real_server_url: str) -> None:
+    """SWITCH, FORK_JOIN, DO_WHILE and SUB_WORKFLOW: the same definition on conductor-oss."""
+    proc = run_sample("order_workflow.py", "--orders", "10", server_url=real_server_url)
+    assert proc.returncode == 0, f"order_workflow failed on the real server:\n{proc.stdout}\n{proc.stderr}"
+    assert "10/10 orders completed correctly" in proc.stdout

@@ -44,7 +44,7 @@ from ._definitions import (
     strip_iteration,
     walk,
 )
-from ._scripts import Scripts, missing_engine
+from ._scripts import Scripts, constant, missing_engine
 from ._system import SYNTHETIC_TASK_DEF, SystemTasks
 from ._workflow_ops import WorkflowOps
 
@@ -341,6 +341,7 @@ def normalise_workflow_def(raw: Any, path: str) -> JSON:
             errors.append(_violation(path, "taskReferenceName: %s should be unique across tasks for a "
                                            "given workflowDefinition: %s" % (ref, wf_def.get("name"))))
         seen.add(ref)
+    errors.extend(_undefined_references(normalised, seen, path))
     if errors:
         raise ValidationFailed(errors)
     for task in walk(normalised):
@@ -357,6 +358,44 @@ def normalise_workflow_def(raw: Any, path: str) -> JSON:
     return wf_def
 
 
+_REFERENCE = re.compile(r"\$\{([^}.\[]+)")
+#: Names an expression may start with besides task references (conductor-oss's ConstraintParamUtil).
+_BUILT_IN_NAMES = frozenset({"workflow", "CPEWF_TASK_ID", "NETFLIX_ENV", "NETFLIX_STACK"})
+
+
+def _strings(value: Any) -> Iterator[Tuple[str, str]]:
+    """(key, text) of every string in an input-parameters document."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, str):
+                yield str(key), item
+            else:
+                for pair in _strings(item):
+                    yield pair
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, str):
+                yield "", item
+            else:
+                for pair in _strings(item):
+                    yield pair
+
+
+def _undefined_references(tasks: List[JSON], refs: Set[str], path: str) -> List[JSON]:
+    """conductor-oss refuses a definition whose input expressions name a task it does not have."""
+    errors = []
+    for task in walk(tasks):
+        for key, text in _strings(task.get("inputParameters") or {}):
+            for match in _REFERENCE.finditer(text.replace("$${", "")):
+                name = match.group(1).strip()
+                if name in _BUILT_IN_NAMES or name in refs or not name:
+                    continue
+                errors.append(_violation(path, "taskReferenceName: %s for given task: %s input value: %s of input "
+                                               "parameter: %s is not defined in workflow definition."
+                                         % (name, task.get("name"), key, text)))
+    return errors
+
+
 def _engine_needed(task: JSON) -> Optional[str]:
     """"javascript" or "jq" when ``task`` cannot run without that engine."""
     kind = task["type"]
@@ -365,7 +404,7 @@ def _engine_needed(task: JSON) -> Optional[str]:
         return "javascript"
     if kind == "DECISION" and not task.get("caseValueParam") and task.get("caseExpression"):
         return "javascript"
-    if kind == "DO_WHILE" and task.get("loopCondition"):
+    if kind == "DO_WHILE" and constant(task.get("loopCondition") or "") is None:
         return "javascript"
     if kind == "INLINE" and (params.get("evaluatorType") or "javascript") in ("javascript", "graaljs"):
         return "javascript"
@@ -408,6 +447,9 @@ def normalise_workflow_task(raw: Any, path: str, errors: List[JSON]) -> JSON:
                             for index, item in enumerate(task.get("loopOver") or [])]
         if not task["loopOver"]:
             errors.append(_violation(path, "loopOver field is required for taskType: DO_WHILE taskName: %s"
+                                     % task.get("name")))
+        if not task.get("loopCondition"):
+            errors.append(_violation(path, "loopCondition field is required for taskType: DO_WHILE taskName: %s"
                                      % task.get("name")))
     elif kind == "DYNAMIC" and not task.get("dynamicTaskNameParam"):
         errors.append(_violation(path, "dynamicTaskNameParam field is required for taskType: DYNAMIC "
@@ -496,7 +538,7 @@ def lookup_path(document: Any, path: str) -> Any:
 
 def _as_text(value: Any) -> str:
     if value is None:
-        return ""
+        return "null"  # String.valueOf(null): conductor-oss 3.32 interpolates a missing value so
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (dict, list)):
@@ -508,7 +550,7 @@ def resolve(value: Any, document: JSON) -> Any:
     """Resolve ``${...}`` expressions in ``value`` (recursively through dicts and lists).
 
     A string that is exactly one expression keeps the JSON type of what it points to; embedded
-    expressions are interpolated as text (a missing value becomes the empty string, as on the
+    expressions are interpolated as text (a missing value becomes ``null``, as on the
     server); ``$${`` escapes an expression.
     """
     if isinstance(value, str):
@@ -1074,8 +1116,6 @@ class Engine(SystemTasks, WorkflowOps):
         if request.get("name") is None:
             raise ValidationFailed([_violation("startWorkflow.startWorkflowRequest.name",
                                                "Workflow name cannot be null or empty")])
-        if "input" in request and request["input"] is None:
-            raise BadRequest("NULL input passed when starting workflow")
         priority = request.get("priority") or 0
         check_priority(priority)
         task_to_domain = request.get("taskToDomain") or {}
@@ -1088,6 +1128,8 @@ class Engine(SystemTasks, WorkflowOps):
             if wf_def is None:
                 raise NotFound("No such workflow found by name: %s, version: %s"
                                % (request["name"], _java_str(request.get("version"))))
+            if "input" in request and request["input"] is None:  # checked after the lookup, as there
+                raise BadRequest("NULL input passed when starting workflow")
             workflow = self._new_workflow(store, wf_def, request, priority, task_to_domain)
             self._externalize(workflow, WORKFLOW_PAYLOADS, self._limits.workflow_threshold)
             store.put_workflow(workflow, _workflow_deadline(workflow))
@@ -1499,9 +1541,11 @@ class Engine(SystemTasks, WorkflowOps):
             if workflow["status"] == "PAUSED":
                 return
             for _ in range(MAX_DECIDE_ROUNDS):
+                stored = {task["taskId"]: copy.deepcopy(task) for task in tasks if _is_pending(task)}
                 to_schedule = self._evaluate_pending(workflow, tasks)
                 if not to_schedule and self._is_complete(workflow, tasks):
                     self._complete(workflow, tasks)
+                    self._keep_stored(stored, tasks)
                     return
                 scheduled = self._schedule(workflow, tasks, to_schedule)
                 if not self._run_system_tasks(workflow, tasks) and not scheduled:
@@ -1514,6 +1558,19 @@ class Engine(SystemTasks, WorkflowOps):
             self._end_workflow(workflow, tasks, stop.status, stop.reason, output=stop.output)
         finally:
             self._deciding.discard(workflow_id)
+
+    def _keep_stored(self, stored: Dict[str, JSON], tasks: List[JSON]) -> None:
+        """Undo what the completing decide changed in its tasks' stored state, as conductor-oss does.
+
+        Its WorkflowExecutorOps.decide completes the workflow and returns before it saves the
+        decider's task updates: a failed optional last task stays FAILED (not COMPLETED_WITH_ERRORS)
+        and the last task stays ``executed: false`` (measured on 3.32.1). The output and the failed
+        task lists were computed from the decided tasks, as there.
+        """
+        for task in tasks:
+            before = stored.get(task["taskId"])
+            if before is not None and before != task:
+                self._persist_task(before)
 
     def _evaluate_pending(self, workflow: JSON, tasks: List[JSON]) -> List[JSON]:
         executed_refs = {task["referenceTaskName"] for task in tasks if task.get("executed")}

@@ -1,4 +1,4 @@
-"""``LocalConductor``: an in-process, Conductor-compatible server for SIMPLE-task workflows.
+"""``LocalConductor``: an in-process, Conductor-compatible server for workers and their tests.
 
 Pure standard library (``http.server`` + ``sqlite3``). Start it in a test or a sample, point a
 client at :attr:`LocalConductor.url`, and stop it when done::
@@ -18,7 +18,7 @@ import logging
 import ssl
 import threading
 from types import TracebackType
-from typing import Optional, Tuple, Type
+from typing import Iterable, Optional, Tuple, Type
 
 from ._engine import Engine, PayloadLimits
 from ._http import Api, ConductorHTTPServer, TokenAuth
@@ -32,7 +32,10 @@ DEFAULT_SWEEP_INTERVAL = 0.5
 
 
 class LocalConductor:
-    """An embedded Conductor server (SIMPLE tasks only) for tests, samples and local runs.
+    """An embedded Conductor server for tests, samples and local runs.
+
+    It runs SIMPLE tasks for workers and the system tasks workflows use (SWITCH, FORK_JOIN,
+    DO_WHILE, SUB_WORKFLOW, WAIT, INLINE, ...; JavaScript and jq need the ``server`` extra).
 
     :param port: TCP port; 0 picks a free one (see :attr:`port` after :meth:`start`).
     :param host: interface to bind.
@@ -46,6 +49,8 @@ class LocalConductor:
         conductor-oss's: 3072 KB for tasks, 5120 KB for workflows, a 10240 KB maximum task output).
         Payloads above them are kept in LocalConductor's own storage, served under
         ``/api/external/local/{key}`` (GET, and PUT for workers that upload).
+    :param http_allowed_hosts: hosts that HTTP tasks may call besides this machine's loopback
+        addresses (``"*"`` allows any host); others fail the task with a reason.
     """
 
     def __init__(
@@ -58,8 +63,10 @@ class LocalConductor:
         tls: Optional[ssl.SSLContext] = None,
         sweep_interval: float = DEFAULT_SWEEP_INTERVAL,
         payload_limits: Optional[PayloadLimits] = None,
+        http_allowed_hosts: Iterable[str] = (),
     ) -> None:
         self._payload_limits = payload_limits
+        self._http_allowed_hosts = tuple(http_allowed_hosts)
         self._requested_port = port
         self._host = host
         self._db_path = db_path
@@ -75,7 +82,7 @@ class LocalConductor:
         """Open the database, bind the port and start serving; returns ``self``."""
         if self._server is not None:
             raise RuntimeError("LocalConductor is already running")
-        engine = Engine(self._db_path, self._sweep_interval, self._payload_limits)
+        engine = Engine(self._db_path, self._sweep_interval, self._payload_limits, self._http_allowed_hosts)
         api = Api(engine)
         try:
             address = (self._host, self._requested_port)
