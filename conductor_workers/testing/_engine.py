@@ -334,13 +334,14 @@ def normalise_workflow_def(raw: Any, path: str) -> JSON:
         task_path = "%s.tasks[%d]" % (path, index)
         normalised.append(_normalise_workflow_task(task, task_path, errors))
     wf_def["tasks"] = normalised
-    seen = set()
+    seen: Set[str] = set()
     for task in walk(normalised):
         ref = task.get("taskReferenceName")
         if ref and ref in seen:
             errors.append(_violation(path, "taskReferenceName: %s should be unique across tasks for a "
                                            "given workflowDefinition: %s" % (ref, wf_def.get("name"))))
-        seen.add(ref)
+        if ref:
+            seen.add(ref)
     errors.extend(_undefined_references(normalised, seen, path))
     if errors:
         raise ValidationFailed(errors)
@@ -448,7 +449,7 @@ def normalise_workflow_task(raw: Any, path: str, errors: List[JSON]) -> JSON:
         if not task["loopOver"]:
             errors.append(_violation(path, "loopOver field is required for taskType: DO_WHILE taskName: %s"
                                      % task.get("name")))
-        if not task.get("loopCondition"):
+        if task.get("loopCondition") is None:  # "" is accepted (an items loop needs no condition)
             errors.append(_violation(path, "loopCondition field is required for taskType: DO_WHILE taskName: %s"
                                      % task.get("name")))
     elif kind == "DYNAMIC" and not task.get("dynamicTaskNameParam"):
@@ -567,6 +568,24 @@ def resolve(value: Any, document: JSON) -> Any:
     if isinstance(value, list):
         return [resolve(item, document) for item in value]
     return value
+
+
+def resolve_task_input(workflow_task: JSON, task_def: JSON, document: JSON) -> JSON:
+    """ParametersUtils.getTaskInputV2: a task's input from its inputParameters and TaskDef.
+
+    The TaskDef's ``inputTemplate`` fills the keys the parameters lack, then everything is resolved
+    (template values too: ``$${`` unescapes there as well); a key that resolves to null falls back to
+    its raw template value.
+    """
+    template = task_def.get("inputTemplate") or {}
+    params = copy.deepcopy(workflow_task.get("inputParameters") or {})
+    for key, value in template.items():
+        params.setdefault(key, copy.deepcopy(value))
+    resolved = resolve(params, document)
+    for key, value in resolved.items():
+        if value is None and key in template:
+            resolved[key] = copy.deepcopy(template[key])
+    return resolved
 
 
 _TASK_CONTEXT_FIELDS = (
@@ -770,6 +789,10 @@ class _Store:
         for (task_id,) in self._db.execute("SELECT task_id FROM tasks WHERE workflow_id = ?", (workflow_id,)):
             self.remove_from_queue(task_id)
         self._db.execute("DELETE FROM tasks WHERE workflow_id = ?", (workflow_id,))
+
+    def delete_task(self, task_id: str) -> None:
+        self.remove_from_queue(task_id)
+        self._db.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
 
     def due_workflow_ids(self, now: int) -> List[str]:
         """Workflows with a deadline (their own or one of their tasks') that has passed."""
@@ -1703,15 +1726,13 @@ class Engine(SystemTasks, WorkflowOps):
             startDelayInSeconds=delay, callbackAfterSeconds=delay,
         )
         document = expression_document(workflow, tasks)
-        retry["inputData"].update(resolve(task["workflowTask"].get("inputParameters") or {}, document))
+        retry["inputData"].update(resolve_task_input(task["workflowTask"], _task_def_of(task), document))
         return retry
 
     def _new_task(self, workflow: JSON, tasks: List[JSON], workflow_task: JSON) -> JSON:
         """SimpleTaskMapper: a SCHEDULED task for ``workflow_task`` (not yet persisted)."""
         task_def = workflow_task.get("taskDefinition") or dict(TASK_DEF_DEFAULTS, name=workflow_task["name"])
-        task_input = resolve(workflow_task.get("inputParameters") or {}, expression_document(workflow, tasks))
-        for key, value in (task_def.get("inputTemplate") or {}).items():
-            task_input.setdefault(key, copy.deepcopy(value))
+        task_input = resolve_task_input(workflow_task, task_def, expression_document(workflow, tasks))
         start_delay = workflow_task.get("startDelay") or 0
         return {
             "taskType": workflow_task["name"], "status": "SCHEDULED", "inputData": task_input,

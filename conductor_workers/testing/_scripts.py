@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import re
 import threading
 from typing import Any, List, Optional
 
@@ -39,7 +40,7 @@ def jq_available() -> bool:
 def constant(script: str) -> Optional[bool]:
     """``true`` / ``false`` (the usual loop condition of a DO_WHILE over ``items``): no engine needed."""
     text = (script or "").strip().rstrip(";").strip()
-    return {"true": True, "false": False}.get(text)
+    return {"true": True, "false": False, "": False}.get(text)  # an empty script evaluates to null
 
 
 def missing_engine(kind: str) -> Optional[str]:
@@ -76,7 +77,7 @@ class Scripts:
             try:
                 text = self._context.eval(program, timeout=SCRIPT_TIMEOUT_MS)
             except Exception as error:  # mini-racer's JSEvalException, JSTimeoutException, ...
-                raise ScriptError(_first_line(error)) from error
+                raise ScriptError(_script_error(error)) from error
         if text is None:  # JSON.stringify(function) and the like
             return None
         return json.loads(text)
@@ -91,6 +92,20 @@ class Scripts:
             return list(jq.compile(query).input_value(data).all())
         except Exception as error:  # ValueError for syntax and runtime errors
             raise ScriptError(_first_line(error)) from error
+
+
+_V8_ERROR = re.compile(r"^[^:]*:(\d+): (.*)$")
+
+
+def _script_error(error: BaseException) -> str:
+    """V8's ``undefined:1: TypeError: ...`` worded as conductor-oss words a GraalJS error."""
+    if "timeout" in type(error).__name__.lower() or "timed out" in str(error).lower():
+        return "Script not evaluated within %d seconds, interrupted." % (SCRIPT_TIMEOUT_MS // 1000)
+    line = _first_line(error)
+    match = _V8_ERROR.match(line)
+    if match:
+        return "Error evaluating the script `%s` at line %s" % (match.group(2), match.group(1))
+    return "Error evaluating the script `%s`" % line
 
 
 def _first_line(error: BaseException) -> str:

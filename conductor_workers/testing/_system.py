@@ -533,6 +533,7 @@ class SystemTasks:
             return False  # the failure rules of the decider end the workflow (or retry the task)
         output = dict(task.get("outputData") or {})
         output[str(iteration)] = {ref: t.get("outputData") or {} for ref, t in current.items()}
+        self._keep_last(task, tasks, output, iteration, body_refs)
         task["outputData"] = output
         condition_input = dict(task.get("inputData") or {})
         condition_input[workflow_task["taskReferenceName"]] = output
@@ -544,7 +545,9 @@ class SystemTasks:
             again = (output.get("loopIndex") or 0) < len(items) - 1
             condition_input.update(loopIndex=output.get("loopIndex"), loopItem=output.get("loopItem"))
         condition = workflow_task.get("loopCondition")
-        if again and condition:
+        if items is None and not (condition or "").strip():
+            again = False  # an empty condition evaluates to null: false
+        elif again and condition and condition.strip():
             try:
                 again = _truthy(self._scripts.javascript(condition, condition_input))
             except ScriptError as error:
@@ -564,6 +567,22 @@ class SystemTasks:
         body = workflow_task.get("loopOver") or []
         self._schedule(workflow, tasks, self._tasks_for(workflow, tasks, body[0], iteration))
         return True
+
+    def _keep_last(self, task: JSON, tasks: List[JSON], output: JSON, iteration: int, body_refs: set) -> None:
+        """``keepLastN``: forget the iterations before the last N (their output and their tasks)."""
+        try:
+            keep = int(task["inputData"].get("keepLastN") or 0)
+        except (TypeError, ValueError):
+            return
+        if keep <= 0:
+            return
+        oldest_kept = iteration - keep + 1
+        for key in [k for k in output if k.isdigit() and int(k) < oldest_kept]:
+            del output[key]
+        for old in [t for t in tasks if t is not task and 0 < (t.get("iteration") or 0) < oldest_kept
+                    and strip_iteration(t["referenceTaskName"]) in body_refs]:
+            self._store.delete_task(old["taskId"])
+            tasks.remove(old)
 
     def _run_sub_workflow(self, workflow: JSON, tasks: List[JSON], task: JSON) -> bool:
         if task["status"] == "SCHEDULED":
@@ -668,9 +687,8 @@ class SystemTasks:
             child = self._store.get_workflow(task["subWorkflowId"])
             if child is None or child["status"] in WORKFLOW_TERMINAL:
                 continue
-            why = "Parent workflow has been terminated with status %s" % status
-            if reason:
-                why += " with reason: %s" % reason
+            why = ("Parent workflow has been terminated with reason: %s" % reason if reason
+                   else "Parent workflow has been terminated with status %s" % status)
             self._end_workflow(child, self._store.workflow_tasks(child["workflowId"]), "TERMINATED", why)
 
     # -- HTTP: on a thread of its own ------------------------------------------------------------
@@ -744,7 +762,11 @@ def _http_call(spec: JSON) -> Tuple[str, JSON, Optional[str]]:
             error.code, error.reason, method, spec["uri"], text)
         return "FAILED", {"response": message}, "Failed to invoke HTTP task due to: " + message
     except (OSError, ValueError) as error:
-        message = 'java.lang.Exception: I/O error on %s request for "%s": %s' % (method, spec["uri"], error)
+        cause = getattr(error, "reason", error)
+        if isinstance(cause, ConnectionRefusedError):
+            parts = urlsplit(str(spec["uri"]))
+            cause = "Connect to %s://%s failed: Connection refused" % (parts.scheme, parts.netloc)
+        message = 'java.lang.Exception: I/O error on %s request for "%s": %s' % (method, spec["uri"], cause)
         return "FAILED", {"response": message}, "Failed to invoke HTTP task due to: " + message
     text = raw.decode("utf-8", "replace")
     try:
