@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .worker import Worker, add_log, current_task, worker_task
     from .models import (
         PollData,
+        SignalResponse,
         StartWorkflowRequest,
         Task,
         TaskDef,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         Workflow,
         WorkflowDef,
         WorkflowStatus,
+        WorkflowStatusSummary,
         WorkflowTask,
     )
 
@@ -67,6 +69,7 @@ _EXPORTS.update(
     dict.fromkeys(
         [
             "PollData",
+            "SignalResponse",
             "StartWorkflowRequest",
             "Task",
             "TaskDef",
@@ -77,6 +80,7 @@ _EXPORTS.update(
             "Workflow",
             "WorkflowDef",
             "WorkflowStatus",
+            "WorkflowStatusSummary",
             "WorkflowTask",
         ],
         "models",

@@ -6,11 +6,20 @@ The Python counterpart of the JavaScript SDK's ``WorkflowExecutor`` (``getTask``
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from .client import ConductorClient, StatusLike
 from .errors import ConductorError
-from .models import StartWorkflowRequest, Task, TaskResult, TaskResultStatus, Workflow, WorkflowDef
+from .models import (
+    SignalResponse,
+    StartWorkflowRequest,
+    Task,
+    TaskResult,
+    TaskResultStatus,
+    Workflow,
+    WorkflowDef,
+    WorkflowStatusSummary,
+)
 
 
 class WorkflowTimeoutError(ConductorError, TimeoutError):
@@ -78,6 +87,23 @@ class WorkflowExecutor:
             output=output,
         )
 
+    def signal(self, workflow_id: str, status: StatusLike, output: Optional[Mapping[str, Any]] = None) -> None:
+        """Complete (or fail) the workflow's blocked WAIT task (also one in a running sub-workflow)."""
+        self.client.tasks.signal(workflow_id, status, output)
+
+    def signal_sync(
+        self,
+        workflow_id: str,
+        status: StatusLike,
+        output: Optional[Mapping[str, Any]] = None,
+        return_strategy: Optional[str] = None,
+        timeout_ms: Optional[int] = None,
+    ) -> Optional[SignalResponse]:
+        """:meth:`signal`, then wait until the workflow blocks again or ends; NotFoundError if nothing blocks."""
+        return self.client.tasks.signal_sync(
+            workflow_id, status, output, return_strategy=return_strategy, timeout_ms=timeout_ms
+        )
+
     # -- workflows ---------------------------------------------------------------------------------
 
     def register_workflow(self, workflow_def: WorkflowDef, overwrite: bool = False) -> None:
@@ -96,6 +122,69 @@ class WorkflowExecutor:
             return self.client.workflows.start(request)
         return self.client.workflows.start_by_name(
             request, input, version=version, correlation_id=correlation_id, priority=priority
+        )
+
+    def execute_workflow(
+        self,
+        request: StartWorkflowRequest,
+        wait_until_task_ref: Optional[Union[str, Sequence[str]]] = None,
+        wait_for_seconds: int = 10,
+        request_id: Optional[str] = None,
+        return_strategy: Optional[str] = None,
+    ) -> Optional[SignalResponse]:
+        """Start a workflow synchronously: the answer comes when it ends, blocks on a WAIT, or a task of
+        ``wait_until_task_ref`` is done, after ``wait_for_seconds`` at the latest (``signal_timeout``)."""
+        return self.client.workflows.execute(
+            request,
+            wait_until_task_ref=wait_until_task_ref,
+            wait_for_seconds=wait_for_seconds,
+            request_id=request_id,
+            return_strategy=return_strategy,
+        )
+
+    def test_workflow(
+        self,
+        request: StartWorkflowRequest,
+        task_ref_to_mock_output: Optional[Mapping[str, Sequence[Mapping[str, Any]]]] = None,
+        sub_workflow_test_request: Optional[Mapping[str, Mapping[str, Any]]] = None,
+    ) -> Workflow:
+        """Run a workflow on the server with mocked outputs for its worker tasks (see WorkflowClient.test)."""
+        return self.client.workflows.test(request, task_ref_to_mock_output, sub_workflow_test_request)
+
+    def get_workflow_status(
+        self, workflow_id: str, include_output: bool = False, include_variables: bool = False
+    ) -> WorkflowStatusSummary:
+        return self.client.workflows.get_status(workflow_id, include_output, include_variables)
+
+    def get_by_correlation_id(
+        self, name: str, correlation_id: str, include_closed: bool = False, include_tasks: bool = False
+    ) -> List[Workflow]:
+        return self.client.workflows.get_by_correlation_id(name, correlation_id, include_closed, include_tasks)
+
+    def get_by_correlation_ids(
+        self, name: str, correlation_ids: Sequence[str], include_closed: bool = False, include_tasks: bool = False
+    ) -> Dict[str, List[Workflow]]:
+        return self.client.workflows.get_by_correlation_ids(name, correlation_ids, include_closed, include_tasks)
+
+    def skip_task(self, workflow_id: str, task_reference_name: str) -> None:
+        """Skip a task of a running workflow that is not scheduled yet."""
+        self.client.workflows.skip_task(workflow_id, task_reference_name)
+
+    def rerun(
+        self,
+        workflow_id: str,
+        from_task_id: Optional[str] = None,
+        task_input: Optional[Mapping[str, Any]] = None,
+        workflow_input: Optional[Mapping[str, Any]] = None,
+        correlation_id: Optional[str] = None,
+    ) -> str:
+        """Run a terminal workflow again from one of its tasks (or from the start); returns its id."""
+        return self.client.workflows.rerun(
+            workflow_id,
+            from_task_id,
+            task_input=task_input,
+            workflow_input=workflow_input,
+            correlation_id=correlation_id,
         )
 
     def get_workflow(self, workflow_id: str, include_tasks: bool = True, include_external: bool = False) -> Workflow:

@@ -450,6 +450,56 @@ class StartWorkflowRequest(WireModel):
 
 
 @attrs.frozen
+class WorkflowStatusSummary(WireModel):
+    """``GET /api/workflow/{id}/status``: id, correlation id and status (output and variables if asked)."""
+
+    workflow_id: str = wire("workflowId", "")
+    status: Union[WorkflowStatus, str] = wire("status", WorkflowStatus.RUNNING, enum_type=WorkflowStatus)
+    correlation_id: Optional[str] = wire("correlationId")
+    output: Optional[Dict[str, Any]] = wire("output")
+    variables: Optional[Dict[str, Any]] = wire("variables")
+    extra: Dict[str, Any] = _extra()
+
+
+@attrs.frozen
+class SignalResponse(WireModel):
+    """What ``execute`` and ``signal/sync`` answer: a workflow run, or a task run (``is_task_run``).
+
+    ``response_type`` is the return strategy: ``TARGET_WORKFLOW`` / ``BLOCKING_WORKFLOW`` (workflow
+    fields and ``tasks``) or ``BLOCKING_TASK`` / ``BLOCKING_TASK_INPUT`` (the blocking task's fields;
+    ``input``/``output`` are then the task's). ``signal_timeout`` is True when the server stopped
+    waiting before the workflow blocked or ended (the state is the one at that moment).
+    """
+
+    response_type: str = wire("responseType", "TARGET_WORKFLOW")
+    target_workflow_id: Optional[str] = wire("targetWorkflowId")
+    target_workflow_status: Optional[str] = wire("targetWorkflowStatus")
+    request_id: Optional[str] = wire("requestId")
+    workflow_id: Optional[str] = wire("workflowId")
+    correlation_id: Optional[str] = wire("correlationId")
+    status: Optional[str] = wire("status")
+    input: Dict[str, Any] = wire("input", factory=dict)
+    output: Dict[str, Any] = wire("output", factory=dict)
+    variables: Dict[str, Any] = wire("variables", factory=dict)
+    tasks: List[Task] = wire("tasks", factory=list, model=Task, many=True)
+    priority: int = wire("priority", 0)
+    signal_timeout: bool = wire("signalTimeout", False)
+    create_time: int = wire("createTime", 0)
+    update_time: int = wire("updateTime", 0)
+    task_id: Optional[str] = wire("taskId")
+    task_type: Optional[str] = wire("taskType")
+    reference_task_name: Optional[str] = wire("referenceTaskName")
+    task_def_name: Optional[str] = wire("taskDefName")
+    workflow_type: Optional[str] = wire("workflowType")
+    retry_count: int = wire("retryCount", 0)
+    extra: Dict[str, Any] = _extra()
+
+    @property
+    def is_task_run(self) -> bool:
+        return self.response_type in ("BLOCKING_TASK", "BLOCKING_TASK_INPUT")
+
+
+@attrs.frozen
 class PollData(WireModel):
     """When a worker last polled a queue."""
 
@@ -462,6 +512,7 @@ class PollData(WireModel):
 
 __all__ = [
     "PollData",
+    "SignalResponse",
     "StartWorkflowRequest",
     "Task",
     "TaskDef",
@@ -472,5 +523,6 @@ __all__ = [
     "Workflow",
     "WorkflowDef",
     "WorkflowStatus",
+    "WorkflowStatusSummary",
     "WorkflowTask",
 ]

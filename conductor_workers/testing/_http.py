@@ -37,6 +37,7 @@ from ._engine import (
     check_priority,
     now_ms,
 )
+from ._workflow_ops import signal_strategy
 
 log = logging.getLogger(__name__)
 
@@ -232,11 +233,21 @@ class Api:
             lambda r: json_response(200, self.engine.get_task(r.params["taskId"])))
         add("POST", "/api/tasks/{taskId}/log", self.add_log)
         add("GET", "/api/tasks/{taskId}/log", self.get_logs)
+        # the signal paths first: the update-by-reference-name pattern below matches them too
+        add("POST", "/api/tasks/{workflowId}/{status}/signal", self.signal)
+        add("POST", "/api/tasks/{workflowId}/{status}/signal/sync", self.signal_sync)
         add("POST", "/api/tasks/{workflowId}/{taskRefName}/{status}", self.update_by_ref)
         add("POST", "/api/tasks/{workflowId}/{taskRefName}/{status}/sync", self.update_by_ref_sync)
         # Workflows
         add("POST", "/api/workflow", self.start_workflow_request)
         add("GET", "/api/workflow/running/{name}", self.running)
+        add("POST", "/api/workflow/test", self.test_workflow)  # before POST /workflow/{name}
+        add("POST", "/api/workflow/execute/{name}/{version}", self.execute_workflow)
+        add("GET", "/api/workflow/{name}/correlated/{correlationId}", self.correlated)
+        add("POST", "/api/workflow/{name}/correlated", self.correlated_batch)
+        add("GET", "/api/workflow/{workflowId}/status", self.workflow_status)
+        add("PUT", "/api/workflow/{workflowId}/skiptask/{taskReferenceName}", self.skip_task)
+        add("POST", "/api/workflow/{workflowId}/rerun", self.rerun)
         add("POST", "/api/workflow/{name}", self.start_workflow)
         add("GET", "/api/workflow/{workflowId}", self.get_workflow)
         add("DELETE", "/api/workflow/{workflowId}", self.terminate)
@@ -361,7 +372,78 @@ class Api:
                            % (request.params["taskRefName"], request.params["workflowId"]))
         return json_response(200, self.engine.get_workflow(request.params["workflowId"]))
 
+    def _signal_status(self, request: Request) -> str:
+        status = request.params["status"]
+        if status not in RESULT_STATUSES:
+            raise BadRequest("Invalid task status %r: expected one of %s" % (status, ", ".join(RESULT_STATUSES)))
+        return status
+
+    def signal(self, request: Request) -> Response:
+        status = self._signal_status(request)
+        self.engine.signal(request.params["workflowId"], status, request.json_object("task output"))
+        return Response(200)
+
+    def signal_sync(self, request: Request) -> Response:
+        status = self._signal_status(request)
+        strategy = signal_strategy(request.arg("returnStrategy"))
+        timeout_ms = _long_arg(request, "timeoutMillis", 5000)
+        workflow_id = request.params["workflowId"]
+        if self.engine.signal(workflow_id, status, request.json_object("task output")) is None:
+            raise NotFound("Found no blocked task in workflow %s to signal" % workflow_id)
+        response = self.engine.await_signal_response(workflow_id, (), strategy, str(uuid.uuid4()),
+                                                     timeout_ms / 1000.0)
+        return _signal_answer(response)
+
     # Workflows ----------------------------------------------------------------------------------
+    def workflow_status(self, request: Request) -> Response:
+        summary = self.engine.workflow_status(request.params["workflowId"], request.bool_arg("includeOutput", False),
+                                              request.bool_arg("includeVariables", False))
+        return json_response(200, summary)
+
+    def execute_workflow(self, request: Request) -> Response:
+        body = request.json_object("StartWorkflowRequest")
+        version: Optional[int] = _int_path(request.params["version"], "version")
+        wait_seconds = request.int_arg("waitForSeconds", 10) or 10  # 0 means the default too
+        strategy = signal_strategy(request.arg("returnStrategy"))
+        workflow_def = body.get("workflowDef")
+        if isinstance(workflow_def, dict) and workflow_def.get("tasks") and isinstance(body.get("input"), dict):
+            body["input"] = dict(body["input"])  # markAsDynamicWorkflow
+            metadata = body["input"].get("_systemMetadata")
+            body["input"]["_systemMetadata"] = dict(metadata if isinstance(metadata, dict) else {}, dynamic=True)
+        body["name"] = request.params["name"]
+        body["version"] = version or None  # version 0: the latest
+        refs = [ref for ref in (request.arg("waitUntilTaskRef") or "").split(",")] if (
+            request.arg("waitUntilTaskRef") or "").strip() else []
+        response = self.engine.execute_workflow(body, request.arg("requestId") or None, refs, wait_seconds, strategy)
+        return _signal_answer(response)
+
+    def correlated(self, request: Request) -> Response:
+        correlation_id = request.params["correlationId"]
+        found = self.engine.correlated(request.params["name"], [correlation_id], request.bool_arg("includeClosed", False),
+                                       request.bool_arg("includeTasks", False))
+        return json_response(200, found[correlation_id])
+
+    def correlated_batch(self, request: Request) -> Response:
+        ids = request.json()
+        if not isinstance(ids, list) or not all(isinstance(item, str) for item in ids):
+            raise BadRequest("Invalid request body: expected a JSON array of correlation ids (strings)")
+        found = self.engine.correlated(request.params["name"], ids, request.bool_arg("includeClosed", False),
+                                       request.bool_arg("includeTasks", False))
+        return json_response(200, found)
+
+    def test_workflow(self, request: Request) -> Response:
+        return json_response(200, self.engine.test_workflow(request.json_object("WorkflowTestRequest")))
+
+    def skip_task(self, request: Request) -> Response:
+        # conductor-oss binds SkipTaskRequest from the query, not the body: a body is ignored there too
+        self.engine.skip_task(request.params["workflowId"], request.params["taskReferenceName"])
+        return Response(200)
+
+    def rerun(self, request: Request) -> Response:
+        body = request.json_object("RerunWorkflowRequest")
+        body["reRunFromWorkflowId"] = request.params["workflowId"]
+        return text_response(self.engine.rerun(request.params["workflowId"], body))
+
     def start_workflow_request(self, request: Request) -> Response:
         return text_response(self.engine.start_workflow(request.json_object("StartWorkflowRequest")))
 
@@ -417,6 +499,21 @@ class Api:
     def running(self, request: Request) -> Response:
         version = request.int_arg("version", 1)
         return json_response(200, self.engine.running(request.params["name"], version or 1))
+
+
+def _long_arg(request: Request, name: str, default: int) -> int:
+    value = request.arg(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequest("Invalid value %r for query parameter %s: expected an integer" % (value, name))
+
+
+def _signal_answer(response: Optional[Dict[str, Any]]) -> Response:
+    """A SignalResponse; an empty 200 where the server has none (a task strategy, no blocking task)."""
+    return Response(200) if response is None else json_response(200, response)
 
 
 def _int_path(value: str, name: str) -> int:

@@ -32,6 +32,44 @@ DIFFERENCES: Dict[str, Difference] = {
         local=5.0,
         real=30.0,
     ),
+    "script_error_message": Difference(
+        "The text of a JavaScript error (INLINE, SWITCH, DO_WHILE conditions): the real server runs "
+        "scripts on GraalJS, LocalConductor on V8 (mini-racer), and the two word a TypeError differently "
+        "(GraalJS: `Cannot read property 'x' of undefined`). Both wrap it as ``Error evaluating the script "
+        "`<error>` ...``. Value: a regular expression the message must match in full.",
+        local=r"Error evaluating the script `TypeError: [^`]+`( at line \d+)?",
+        real=r"Error evaluating the script `TypeError: Cannot read property 'x' of undefined` at line 1",
+    ),
+    "jq_error_message": Difference(
+        "The text of a jq parse error (JSON_JQ_TRANSFORM): the real server uses jackson-jq, LocalConductor "
+        "the C libjq (through the `jq` package), whose messages differ. Value: a regular expression the "
+        "start of the message must match.",
+        local=r"\S",
+        real=r'Encountered "<EOF>" at line 1, column 11\.',
+    ),
+    "skiptask_refusal_status": Difference(
+        "PUT /workflow/{id}/skiptask/{ref} for a task that is already scheduled or done (or a workflow "
+        "that is not RUNNING, or a reference name not in the definition): the real server throws an "
+        "IllegalStateException and answers 500; LocalConductor never answers 5xx for a request it "
+        "understood, so it answers 409 (Conflict) with the same message. Value: the HTTP status.",
+        local=409,
+        real=500,
+    ),
+    "signal_sync_task_strategy_without_blocking_task": Difference(
+        "POST /tasks/{id}/{status}/signal/sync with returnStrategy BLOCKING_TASK or BLOCKING_TASK_INPUT "
+        "when, after the signal, no task blocks any more (the workflow ended) or the wait timed out: "
+        "the real server's NotificationResult has no task to answer with (null), which fails the request "
+        "with 500; LocalConductor answers 200 with an empty body. Value: the HTTP status.",
+        local=200,
+        real=500,
+    ),
+    "unknown_task_status_in_path": Difference(
+        "An unknown task status in the path of POST /tasks/{workflowId}/{status}/signal[/sync] (e.g. "
+        "BOGUS): the real server fails to convert it to TaskResult.Status and answers 500; "
+        "LocalConductor answers 400 (the request is malformed). Value: the HTTP status.",
+        local=400,
+        real=500,
+    ),
 }
 
 
