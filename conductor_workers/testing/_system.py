@@ -602,22 +602,14 @@ class SystemTasks:
         return True
 
     def _start_sub_workflow(self, workflow: JSON, task: JSON) -> bool:
-        from ._engine import EngineError
-
         params = task["inputData"]
         child_input = dict(params.get("workflowInput") or {}) or copy.deepcopy(params)
         if params.get("subWorkflowDefinition"):
             child_input["_systemMetadata"] = {"dynamic": True}
-        request = {
-            "name": params.get("subWorkflowName"), "version": params.get("subWorkflowVersion"),
-            "input": child_input, "correlationId": workflow.get("correlationId"),
-            "taskToDomain": params.get("subWorkflowTaskToDomain") or workflow.get("taskToDomain") or {},
-            "priority": params.get("priority") or 0,
-        }
-        try:
-            child_id = self._start_child(request, params.get("subWorkflowDefinition"), workflow, task)
-        except EngineError as error:
-            task.update(status="FAILED", reasonForIncompletion=error.message)
+        request = _start_request(workflow, params.get("subWorkflowName"), params.get("subWorkflowVersion"),
+                                 child_input, None, params.get("subWorkflowTaskToDomain"), params.get("priority"))
+        child_id = self._try_start(task, request, params.get("subWorkflowDefinition"), workflow)
+        if child_id is None:
             return True
         task.update(status="IN_PROGRESS", subWorkflowId=child_id,
                     outputData=dict(task.get("outputData") or {}, subWorkflowId=child_id))
@@ -626,25 +618,26 @@ class SystemTasks:
         return True
 
     def _run_start_workflow(self, workflow: JSON, tasks: List[JSON], task: JSON) -> bool:
-        from ._engine import EngineError
-
         spec = task["inputData"].get("startWorkflow")
         if not isinstance(spec, dict) or not spec.get("name"):
             task.update(status="FAILED", reasonForIncompletion="Missing 'startWorkflow' (with a name) in input")
             return True
-        request = {
-            "name": spec["name"], "version": spec.get("version"), "input": spec.get("input") or {},
-            "correlationId": spec.get("correlationId") or workflow.get("correlationId"),
-            "taskToDomain": spec.get("taskToDomain") or workflow.get("taskToDomain") or {},
-            "priority": spec.get("priority") or 0,
-        }
+        request = _start_request(workflow, spec["name"], spec.get("version"), spec.get("input") or {},
+                                 spec.get("correlationId"), spec.get("taskToDomain"), spec.get("priority"))
+        started = self._try_start(task, request, spec.get("workflowDef"), None)  # fire and forget: no parent
+        if started is not None:
+            task.update(status="COMPLETED", outputData={"workflowId": started})
+        return True
+
+    def _try_start(self, task: JSON, request: JSON, inline: Optional[JSON], parent: Optional[JSON]) -> Optional[str]:
+        """Start a workflow for ``task``; None (and the task FAILED with the reason) if it cannot start."""
+        from ._engine import EngineError
+
         try:
-            started = self._start_child(request, spec.get("workflowDef"), None, None)
+            return self._start_child(request, inline, parent, task if parent is not None else None)
         except EngineError as error:
             task.update(status="FAILED", reasonForIncompletion=error.message)
-            return True
-        task.update(status="COMPLETED", outputData={"workflowId": started})
-        return True
+            return None
 
     def _start_child(self, request: JSON, inline: Optional[JSON], parent: Optional[JSON],
                      parent_task: Optional[JSON]) -> str:
@@ -732,6 +725,16 @@ class SystemTasks:
             workflow = store.get_workflow(task["workflowInstanceId"])
             if workflow is not None:
                 self._decide(workflow, store.workflow_tasks(workflow["workflowId"]))
+
+
+def _start_request(workflow: JSON, name: Any, version: Any, workflow_input: JSON, correlation_id: Optional[str],
+                   task_to_domain: Optional[JSON], priority: Optional[int]) -> JSON:
+    """A StartWorkflowRequest from inside ``workflow``: its correlation id and domains carry over."""
+    return {
+        "name": name, "version": version, "input": workflow_input,
+        "correlationId": correlation_id or workflow.get("correlationId"),
+        "taskToDomain": task_to_domain or workflow.get("taskToDomain") or {}, "priority": priority or 0,
+    }
 
 
 def _latest_by_ref(tasks: List[JSON]) -> Dict[str, JSON]:
