@@ -1253,6 +1253,8 @@ class Engine(SystemTasks, WorkflowOps):
             self._save_workflow(workflow)
             for old in sorted(retriable.values(), key=lambda t: t["seq"]):
                 new = self._copy_for_retry(workflow, tasks, old, delay=0)
+                # taskToBeRescheduled: queued at once (callbackAfterSeconds 0), startDelay kept
+                new["startDelayInSeconds"] = old.get("startDelayInSeconds") or 0
                 old["retried"] = old["executed"] = True
                 self._save_task(old)
                 self._schedule(workflow, tasks, [new])
