@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import sqlite3
+import ssl
 import sys
 import threading
 from types import FrameType
 from typing import Callable, Dict, List, Optional
+
+from . import _shell
+from ._version import __version__
 
 log = logging.getLogger("conductor_workers")
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conductor-workers", description="conductor_workers tools")
+    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     server = commands.add_parser("server", help="run LocalConductor, an embedded Conductor server")
@@ -30,11 +37,43 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="logging level; default info")
     server.add_argument("--http-allow-host", metavar="HOST", action="append", default=[],
                         help="a host HTTP tasks may call besides loopback ones (repeatable; '*' for any)")
+    server.add_argument("--auth", metavar="KEY_ID:SECRET", default=None,
+                        help="require Orkes-style tokens for this key"
+                             " (default: $LOCAL_CONDUCTOR_AUTH, else no auth)")
+    server.add_argument("--tls-cert", metavar="PEM", default=None,
+                        help="serve HTTPS with this certificate (chain); its key too unless --tls-key")
+    server.add_argument("--tls-key", metavar="PEM", default=None, help="the private key of --tls-cert")
+    _shell.add_commands(commands)
+    from . import _run
+
+    _run.register(commands)
     return parser
 
 
 def _run_server(args: argparse.Namespace) -> int:
     from .testing import LocalConductor
+
+    try:
+        auth_value = args.auth if args.auth is not None else os.environ.get("LOCAL_CONDUCTOR_AUTH")
+        auth = _shell.parse_auth(auth_value)
+        tls = _shell.tls_context(args.tls_cert, args.tls_key)
+    except _shell.UsageError as exc:
+        return _shell.fail(exc, 2)
+    except (OSError, ssl.SSLError) as exc:  # ssl.SSLError is an OSError; named for the reader
+        files = args.tls_cert + (" / " + args.tls_key if args.tls_key else "")
+        reason = _shell.describe_os_error(exc)
+        return _shell.fail("cannot load the TLS certificate %s: %s" % (files, reason), 1)
+    if not 0 <= args.port <= 65535:
+        return _shell.fail("bad port %d: must be 0-65535" % args.port, 1)
+    conductor = LocalConductor(port=args.port, host=args.host, db_path=args.db, auth=auth, tls=tls,
+                               http_allowed_hosts=args.http_allow_host)
+    try:
+        conductor.start()
+    except sqlite3.Error as exc:
+        return _shell.fail("cannot open the database %s: %s" % (args.db, exc), 1)
+    except (OSError, OverflowError) as exc:
+        reason = _shell.describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+        return _shell.fail("cannot listen on %s:%d: %s" % (args.host, args.port, reason), 1)
 
     stop = threading.Event()
 
@@ -43,19 +82,25 @@ def _run_server(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with LocalConductor(port=args.port, host=args.host, db_path=args.db,
-                            http_allowed_hosts=args.http_allow_host) as server:
-            print("LocalConductor listening on %s" % server.url, flush=True)
-            while not stop.wait(1.0):
-                pass  # wake up now and then so that signals are handled promptly on every platform
-            log.info("stopping")
+        print("LocalConductor listening on %s" % conductor.url, flush=True)
+        while not stop.wait(1.0):
+            pass  # wake up now and then so that signals are handled promptly on every platform
+        log.info("stopping")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        conductor.stop()
     return 0
 
 
-_COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {"server": _run_server}
+def _run_workers(args: argparse.Namespace) -> int:
+    from ._run import run_command
+
+    return run_command(args)
+
+
+_COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {"server": _run_server, **_shell.COMMANDS,
+                                                             "run": _run_workers}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -10,7 +10,7 @@ import logging
 import signal
 import threading
 import time
-from typing import Any, Dict, Iterable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Mapping, Optional, Union
 
 from .client import ConductorClient
 from .errors import InvalidOptionError
@@ -19,6 +19,9 @@ from .models import TaskDef
 from .options import PollingOptions, check_option_names, options_from_env, resolve_options
 from .runner import DEFAULT_SHUTDOWN_TIMEOUT, PollGate, TaskRunner
 from .worker import Worker
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .health import HealthServer
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +222,15 @@ class TaskManager:
         """Per worker: options in force, polling/paused, in-flight, polled, completed, failed,
         update failures, last error and when."""
         return {name: runner.status() for name, runner in self._runners.items()}
+
+    def serve_health(self, port: int = 0, host: str = "127.0.0.1", **kwargs: Any) -> "HealthServer":
+        """Serve ``/health`` for this manager on a daemon thread; see :mod:`conductor_workers.health`.
+
+        Returns the :class:`~conductor_workers.health.HealthServer` (``.port``, ``.url``, ``.close()``).
+        """
+        from .health import start_health_server
+
+        return start_health_server(self, port, host, **kwargs)
 
     def _runner(self, task_def_name: str) -> TaskRunner:
         try:

@@ -109,6 +109,7 @@ class TaskRunner:
         self._stats_lock = threading.Lock()  # guards _stats
         self._stats: Dict[str, Any] = dict.fromkeys(("polled", "completed", "failed", "update_failures"), 0)
         self._stats.update(last_error=None, last_error_time=None)
+        self._last_contact: Optional[float] = None  # time.time() the server last answered a poll or report
 
     # -- public API --------------------------------------------------------------------------------
 
@@ -227,7 +228,11 @@ class TaskRunner:
             return self._thread
 
     def status(self) -> Dict[str, Any]:
-        """Options in force, polling/paused, in-flight and counters, for dashboards and health checks."""
+        """Options in force, polling/paused, in-flight and counters, for dashboards and health checks.
+
+        ``last_contact`` is when the server last answered a poll or a report (``time.time()``), None
+        before its first answer.
+        """
         with self._stats_lock:
             stats = dict(self._stats)
         with self._cond:
@@ -239,6 +244,7 @@ class TaskRunner:
             paused=options.paused,
             in_flight=in_flight,
             update_v2=self._use_v2,
+            last_contact=self._last_contact,
         )
         return stats
 
@@ -324,6 +330,7 @@ class TaskRunner:
             worker_id=options.worker_id or self._hostname,
             domain=options.domain,
         )
+        self._last_contact = time.time()
         if self._events is not None:
             call_hook(self._events.polled, self.task_type, len(tasks), time.monotonic() - started)
         return tasks
@@ -511,6 +518,7 @@ class TaskRunner:
                     # is a no-op for a task the server already has, and hands out no task to lose.
                     self._client.tasks.update_task(result)
                     next_task = None
+                self._last_contact = time.time()
                 self._report_log.succeeded()
                 return next_task
             except InvalidRequestError as exc:

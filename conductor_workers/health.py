@@ -1,0 +1,130 @@
+"""A ``/health`` endpoint for a :class:`~conductor_workers.TaskManager` (stdlib ``http.server`` only).
+
+``start_health_server(manager, port)`` (or ``manager.serve_health(port)``) serves, on a daemon thread:
+
+* ``GET /health``: 200 with a JSON report while every poll thread is alive and every worker that has
+  something to poll for reached the server recently; 503 with the same report otherwise.
+
+Per worker the report has ``polling``, ``paused``, ``in_flight``, ``last_contact`` (``time.time()`` of
+the server's last answer to a poll or a report), ``last_contact_age`` (seconds), ``last_error``,
+``last_error_time`` and ``problems`` (why it is unhealthy, empty when it is not).
+
+A worker is healthy once its poll thread runs and the server answered it at least once. A worker
+that is paused, or whose slots are all busy, does not poll, so its silence is not held against it. "Recently" is ``max_silence`` seconds, but never less than one idle long poll and poll
+interval plus a second, so that an idle, healthy worker is never reported unhealthy.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Tuple
+
+from ._httpserve import BackgroundHTTPServer, Route
+from .errors import InvalidOptionError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .manager import TaskManager
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_SILENCE = 30.0
+HealthReport = Dict[str, Any]
+
+
+def worker_health(status: Mapping[str, Any], *, max_silence: float = DEFAULT_MAX_SILENCE,
+                  now: Optional[float] = None) -> Dict[str, Any]:
+    """The health of one worker from its :meth:`TaskRunner.status`; ``healthy`` says the verdict."""
+    now = time.time() if now is None else now
+    options = status.get("options") or {}
+    polling = bool(status.get("polling"))
+    paused = bool(status.get("paused"))
+    in_flight = int(status.get("in_flight") or 0)
+    waiting = paused or in_flight >= int(options.get("concurrency", 1))
+    last_contact = status.get("last_contact")
+    silence = None if last_contact is None else max(0.0, now - last_contact)
+    idle_cycle = (int(options.get("batch_poll_timeout", 0)) + int(options.get("poll_interval", 0))) / 1000.0
+    allowed = max(max_silence, idle_cycle + 1.0)
+    problems = []
+    if not polling:
+        problems.append("not polling")
+    # paused, or every slot busy: it does not poll, so its silence says nothing
+    elif not waiting and silence is None:
+        problems.append("has not reached the server yet")
+    elif not waiting and silence is not None and silence > allowed:
+        problems.append(f"has not reached the server for {silence:.1f}s (allowed: {allowed:.1f}s)")
+    return {
+        "healthy": not problems,
+        "polling": polling,
+        "paused": paused,
+        "in_flight": in_flight,
+        "last_contact": last_contact,
+        "last_contact_age": None if silence is None else round(silence, 3),
+        "last_error": status.get("last_error"),
+        "last_error_time": status.get("last_error_time"),
+        "polled": status.get("polled"),
+        "completed": status.get("completed"),
+        "failed": status.get("failed"),
+        "update_failures": status.get("update_failures"),
+        "problems": problems,
+    }
+
+
+def health_report(manager: "TaskManager", *, max_silence: float = DEFAULT_MAX_SILENCE) -> HealthReport:
+    """``{"healthy": bool, "status": "ok"|"unhealthy", "workers": {task_type: worker_health(...)}}``."""
+    now = time.time()
+    workers = {name: worker_health(status, max_silence=max_silence, now=now)
+               for name, status in manager.status().items()}
+    healthy = bool(workers) and all(worker["healthy"] for worker in workers.values())
+    return {"healthy": healthy, "status": "ok" if healthy else "unhealthy", "time": now, "workers": workers}
+
+
+def _json_route(report: Callable[[], HealthReport]) -> Route:
+    def route() -> Tuple[int, str, bytes]:
+        try:
+            body = report()
+        except Exception as exc:  # noqa: BLE001 - a broken report is an unhealthy service, not a crash
+            log.exception("health report failed")
+            body = {"healthy": False, "status": "unhealthy", "error": f"{type(exc).__name__}: {exc}"}
+        data = json.dumps(body, default=str, sort_keys=True).encode("utf-8")
+        return (200 if body.get("healthy") else 503), "application/json", data
+
+    return route
+
+
+class HealthServer:
+    """Serves ``report()`` as JSON at ``/health`` on a daemon thread (200 when its ``healthy`` is
+    true, 503 otherwise); :meth:`close` stops it."""
+
+    def __init__(self, report: Callable[[], HealthReport], port: int = 0, host: str = "127.0.0.1") -> None:
+        self._http = BackgroundHTTPServer({"/health": _json_route(report)}, port, host, what="health")
+        log.info("health endpoint on %s", self.url)
+
+    @property
+    def port(self) -> int:
+        return self._http.port
+
+    @property
+    def url(self) -> str:
+        return self._http.url("/health")
+
+    def close(self) -> None:
+        """Stop serving (idempotent)."""
+        self._http.close()
+
+    def __enter__(self) -> "HealthServer":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def start_health_server(manager: "TaskManager", port: int = 0, host: str = "127.0.0.1", *,
+                        max_silence: float = DEFAULT_MAX_SILENCE) -> HealthServer:
+    """Serve ``manager``'s :func:`health_report` at ``http://host:port/health`` (port 0: a free one)."""
+    if isinstance(max_silence, bool) or not isinstance(max_silence, (int, float)) or max_silence <= 0:
+        raise InvalidOptionError(f"max_silence must be a number of seconds > 0, got {max_silence!r}")
+    return HealthServer(lambda: health_report(manager, max_silence=max_silence), port, host)
+
+
+__all__ = ["DEFAULT_MAX_SILENCE", "HealthServer", "health_report", "start_health_server", "worker_health"]

@@ -1,0 +1,233 @@
+"""Prometheus metrics built on :class:`~conductor_workers.TaskEvents` (the optional ``metrics`` extra).
+
+``MetricsEvents`` counts in plain dicts under a lock (no dependency, nothing paid unless you pass it
+to a manager); ``start_metrics_server`` serves them in the Prometheus text format with
+``prometheus_client`` (``pip install conductor-workers[metrics]``), imported only then::
+
+    events = MetricsEvents()
+    manager = TaskManager(client, workers, events=events)
+    server = start_metrics_server(events, port=9100)      # GET http://127.0.0.1:9100/metrics
+
+Metrics, each with a ``taskType`` label: ``task_poll_total``, ``task_poll_error_total``
+(+ ``exception``), ``task_execute_time`` (a histogram, seconds), ``task_execute_total`` (+ ``status``),
+``task_execute_error_total`` (+ ``exception``), ``task_update_error_total`` and
+``external_payload_used_total`` (+ ``operation``, ``payloadType``).
+
+A :meth:`MetricsEvents.snapshot` is plain data (picklable), and :func:`merge_snapshots` adds several
+up: ``conductor-workers run --processes N --metrics-port P`` serves the sum over its processes.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+
+from ._httpserve import BackgroundHTTPServer
+from .errors import InvalidOptionError
+from .events import TaskEvents
+from .models import Task, TaskResult
+
+Labels = Tuple[Tuple[str, str], ...]
+#: ``{"counters": {(name, labels): value}, "histograms": {(name, labels): [bucket counts..., sum]}}``
+Snapshot = Dict[str, Dict[Tuple[str, Labels], Any]]
+
+#: Upper bounds (seconds) of ``task_execute_time``'s buckets; the last one is +Inf.
+EXECUTE_TIME_BUCKETS: Tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, math.inf,
+)
+
+_HELP = {
+    "task_poll_total": "Polls that the server answered",
+    "task_poll_error_total": "Polls that failed",
+    "task_execute_time": "Time spent executing tasks, in seconds",
+    "task_execute_total": "Tasks executed, by result status",
+    "task_execute_error_total": "Tasks whose execute() raised",
+    "task_update_error_total": "Results that could not be reported after every retry",
+    "external_payload_used_total": "Payloads read from or written to external storage",
+}
+
+
+def _task_type(task: Task) -> str:
+    return task.task_type or task.task_def_name or ""
+
+
+class MetricsEvents(TaskEvents):
+    """Counts what :class:`TaskEvents` reports; cheap enough for every poll and task."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counters: Dict[Tuple[str, Labels], float] = {}
+        self._histograms: Dict[Tuple[str, Labels], List[float]] = {}
+
+    def _inc(self, name: str, labels: Labels, amount: float = 1.0) -> None:
+        key = (name, labels)
+        with self._lock:
+            self._counters[key] = self._counters.get(key, 0.0) + amount
+
+    def _observe(self, name: str, labels: Labels, value: float) -> None:
+        key = (name, labels)
+        with self._lock:
+            cells = self._histograms.get(key)
+            if cells is None:
+                cells = self._histograms[key] = [0.0] * (len(EXECUTE_TIME_BUCKETS) + 1)
+            for index, bound in enumerate(EXECUTE_TIME_BUCKETS):
+                if value <= bound:
+                    cells[index] += 1  # non-cumulative here; rendering accumulates
+                    break
+            cells[-1] += value
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def polled(self, task_type: str, count: int, duration: float) -> None:
+        self._inc("task_poll_total", (("taskType", task_type),))
+
+    def poll_failed(self, task_type: str, error: BaseException) -> None:
+        self._inc("task_poll_error_total", (("taskType", task_type), ("exception", type(error).__name__)))
+
+    def task_finished(self, task: Task, result: TaskResult, duration: float) -> None:
+        task_type = _task_type(task)
+        self._observe("task_execute_time", (("taskType", task_type),), duration)
+        self._inc("task_execute_total", (("taskType", task_type), ("status", result.status.value)))
+
+    def task_failed(self, task: Task, error: BaseException) -> None:
+        task_type = _task_type(task)
+        self._inc("task_execute_error_total", (("taskType", task_type), ("exception", type(error).__name__)))
+
+    def update_failed(self, task: Task, result: TaskResult, error: BaseException) -> None:
+        self._inc("task_update_error_total", (("taskType", _task_type(task)),))
+
+    def external_payload_used(self, task_type: str, operation: str, payload_type: str) -> None:
+        labels = (("taskType", task_type), ("operation", operation), ("payloadType", payload_type))
+        self._inc("external_payload_used_total", labels)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """A copy of every value, as plain (picklable) data."""
+        with self._lock:
+            return {
+                "counters": dict(self._counters),
+                "histograms": {key: list(cells) for key, cells in self._histograms.items()},
+            }
+
+
+def merge_snapshots(snapshots: Iterable[Snapshot]) -> Snapshot:
+    """The sum of several snapshots (e.g. one per process)."""
+    counters: Dict[Tuple[str, Labels], float] = {}
+    histograms: Dict[Tuple[str, Labels], List[float]] = {}
+    for snapshot in snapshots:
+        for key, value in snapshot.get("counters", {}).items():
+            counters[key] = counters.get(key, 0.0) + value
+        for key, cells in snapshot.get("histograms", {}).items():
+            total = histograms.setdefault(key, [0.0] * len(cells))
+            for index, value in enumerate(cells):
+                total[index] += value
+    return {"counters": counters, "histograms": histograms}
+
+
+def _import_prometheus() -> Any:
+    try:
+        import prometheus_client
+    except ImportError:
+        raise InvalidOptionError(
+            "metrics need prometheus_client: pip install 'conductor-workers[metrics]'"
+        ) from None
+    return prometheus_client
+
+
+class _Collector:
+    """A prometheus_client collector reading a snapshot each time it is scraped."""
+
+    def __init__(self, source: Callable[[], Snapshot]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+        snapshot = self._source()
+        families: Dict[str, Any] = {}
+        for (name, labels), value in sorted(snapshot.get("counters", {}).items()):
+            family = families.get(name)
+            if family is None:
+                family = families[name] = CounterMetricFamily(
+                    name, _HELP.get(name, name), labels=[key for key, _ in labels]
+                )
+            family.add_metric([val for _, val in labels], value)
+        for (name, labels), cells in sorted(snapshot.get("histograms", {}).items()):
+            family = families.get(name)
+            if family is None:
+                family = families[name] = HistogramMetricFamily(
+                    name, _HELP.get(name, name), labels=[key for key, _ in labels]
+                )
+            cumulative, buckets = 0.0, []
+            for bound, count in zip(EXECUTE_TIME_BUCKETS, cells[:-1]):
+                cumulative += count
+                buckets.append(("+Inf" if math.isinf(bound) else repr(bound), cumulative))
+            family.add_metric([val for _, val in labels], buckets, cells[-1])
+        yield from families.values()
+
+
+def render(source: Union[MetricsEvents, Callable[[], Snapshot]]) -> Tuple[bytes, str]:
+    """The Prometheus text exposition of ``source`` and its content type."""
+    prometheus_client = _import_prometheus()
+    snapshot_fn = source.snapshot if isinstance(source, MetricsEvents) else source
+    registry = prometheus_client.CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(snapshot_fn))
+    return prometheus_client.generate_latest(registry), str(prometheus_client.CONTENT_TYPE_LATEST)
+
+
+class MetricsServer:
+    """Serves ``/metrics`` on a daemon thread; :meth:`close` stops it."""
+
+    def __init__(self, source: Union[MetricsEvents, Callable[[], Snapshot]], port: int = 0,
+                 host: str = "127.0.0.1") -> None:
+        _import_prometheus()  # fail now, not at the first scrape
+
+        def route() -> Tuple[int, str, bytes]:
+            body, content_type = render(source)
+            return 200, content_type, body
+
+        self._http = BackgroundHTTPServer({"/metrics": route}, port, host, what="metrics")
+
+    @property
+    def port(self) -> int:
+        return self._http.port
+
+    @property
+    def url(self) -> str:
+        return self._http.url("/metrics")
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "MetricsServer":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def start_metrics_server(source: Union[MetricsEvents, Callable[[], Snapshot]], port: int = 0,
+                         host: str = "127.0.0.1") -> MetricsServer:
+    """Serve ``source`` (a :class:`MetricsEvents`, or a function returning a snapshot) at ``/metrics``."""
+    return MetricsServer(source, port, host)
+
+
+def metrics_available() -> Optional[str]:
+    """None when prometheus_client can be imported, else why not (one line)."""
+    try:
+        _import_prometheus()
+    except InvalidOptionError as exc:
+        return str(exc)
+    return None
+
+
+__all__ = [
+    "EXECUTE_TIME_BUCKETS",
+    "MetricsEvents",
+    "MetricsServer",
+    "merge_snapshots",
+    "metrics_available",
+    "render",
+    "start_metrics_server",
+]

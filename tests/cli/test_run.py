@@ -1,0 +1,302 @@
+"""``conductor-workers run``: the worker service command, as a subprocess against LocalConductor."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import pytest
+
+from waiting import wait_until
+
+from conductor_workers import ConductorClient, Configuration, WorkflowDef, WorkflowExecutor, WorkflowStatus, WorkflowTask
+from conductor_workers.testing import LocalConductor
+
+ROOT = Path(__file__).resolve().parents[2]
+
+WORKERS = '''
+import os, time
+from conductor_workers import Worker, worker_task
+
+@worker_task("{task}", concurrency=2, poll_interval=20)
+def echo(n: int, sleep: float = 0.0) -> dict:
+    time.sleep(sleep)
+    return {{"n": n, "pid": os.getpid()}}
+
+class Other(Worker):
+    task_def_name = "{task}_other"
+    def execute(self, task):
+        return {{"other": True}}
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def server() -> Iterator[LocalConductor]:
+    with LocalConductor() as conductor:
+        yield conductor
+
+
+@pytest.fixture
+def task() -> str:
+    return f"cli_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, task: str) -> Path:
+    (tmp_path / "svc_workers.py").write_text(WORKERS.format(task=task))
+    (tmp_path / "empty_mod.py").write_text("X = 1\n")
+    return tmp_path
+
+
+@pytest.fixture
+def procs() -> Iterator[List["subprocess.Popen[str]"]]:
+    started: List["subprocess.Popen[str]"] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def _env(**extra: str) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("CONDUCTOR_WORKER", "CONDUCTOR_AUTH"))}
+    env.pop("CONDUCTOR_SERVER_URL", None)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    # idle long polls of 500 ms: stops and health verdicts come quickly
+    env["CONDUCTOR_WORKER_ALL_BATCH_POLL_TIMEOUT"] = "500"
+    env.update(extra)
+    return env
+
+
+def run_cli(workdir: Path, *args: str, env: Optional[Dict[str, str]] = None, timeout: float = 30) -> Tuple[int, str]:
+    done = subprocess.run([sys.executable, "-m", "conductor_workers", "run", *args], cwd=workdir,
+                          env=env or _env(), capture_output=True, text=True, timeout=timeout)
+    return done.returncode, done.stderr
+
+
+def start_cli(procs: list, workdir: Path, *args: str, env: Optional[Dict[str, str]] = None) -> "subprocess.Popen[str]":
+    proc = subprocess.Popen([sys.executable, "-m", "conductor_workers", "run", *args], cwd=workdir,
+                            env=env or _env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    procs.append(proc)
+    return proc
+
+
+def health(port: int) -> Tuple[int, Dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except OSError:
+        return 0, {}
+
+
+def workflows(server: LocalConductor, task: str, count: int, sleep: float = 0.0) -> Tuple[WorkflowExecutor, List[str]]:
+    executor = WorkflowExecutor(ConductorClient(Configuration(server_url=server.url)))
+    executor.register_workflow(WorkflowDef(
+        name=f"{task}_wf",
+        tasks=[WorkflowTask(name=task, task_reference_name="e",
+                            input_parameters={"n": "${workflow.input.n}", "sleep": sleep})],
+        output_parameters={"n": "${e.output.n}", "pid": "${e.output.pid}"},
+    ), overwrite=True)
+    return executor, [executor.start_workflow(f"{task}_wf", {"n": n}) for n in range(count)]
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (an orphan's zombie may wait for a lazy init)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def child_pids(port: int) -> List[int]:
+    status, report = health(port)
+    pids = [entry["pid"] for entry in report.get("processes", []) if entry.get("healthy")]
+    return pids if status == 200 else []
+
+
+def wait_for_children(proc: "subprocess.Popen[str]", port: int, exclude: Tuple[int, ...] = (),
+                      timeout: float = 30) -> List[int]:
+    """The pids of the supervisor's two children once both are healthy (and none is in ``exclude``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the supervisor exited with {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+        pids = child_pids(port)
+        if len(pids) == 2 and not set(pids) & set(exclude):
+            return pids
+        time.sleep(0.1)
+    pytest.fail(f"no two healthy children within {timeout}s; /health: {health(port)}")
+
+
+# -- tests -----------------------------------------------------------------------------------------
+
+
+def test_run_completes_workflows_and_exits_0_on_sigterm(server, workdir, task, procs) -> None:
+    executor, ids = workflows(server, task, 10)
+    proc = start_cli(procs, workdir, "svc_workers", "--server-url", server.url, "--log-format", "json")
+    results = [executor.wait_for_workflow(wf, timeout=20) for wf in ids]
+    assert [wf.status for wf in results] == [WorkflowStatus.COMPLETED] * 10
+    assert [wf.output["n"] for wf in results] == list(range(10))
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0, stderr
+    entries = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+    assert any("drained" in entry["message"] for entry in entries)
+    assert {entry["level"] for entry in entries} <= {"DEBUG", "INFO", "WARNING"}
+
+
+def test_bad_module_is_a_one_line_error(workdir) -> None:
+    (workdir / "broken_mod.py").write_text("import no_such_dependency_xyz\n")
+    for target in ("no_such_module_xyz", "broken_mod", "svc_workers:missing"):
+        code, stderr = run_cli(workdir, target, "--server-url", "http://127.0.0.1:9/api")
+        assert code == 3, stderr
+        assert len(stderr.strip().splitlines()) == 1, stderr
+        assert stderr.startswith("conductor-workers run: error: ")
+
+
+def test_no_workers_and_bad_options_fail(workdir, task) -> None:
+    code, stderr = run_cli(workdir, "empty_mod", "--server-url", "http://127.0.0.1:9/api")
+    assert (code, len(stderr.strip().splitlines())) == (3, 1), stderr
+    assert "no workers found" in stderr
+    for args in (["--concurrency", "0"], ["--worker", "nope"], ["--log-format", "xml"], ["--server-url", "ftp://x"]):
+        code, stderr = run_cli(workdir, "svc_workers", *args)
+        assert (code, len(stderr.strip().splitlines())) == (2, 1), (args, stderr)
+    code, stderr = run_cli(workdir, "svc_workers", "--server-url", "http://127.0.0.1:9/api",
+                           env=_env(CONDUCTOR_WORKER_ALL_CONCURRENCY="many"))
+    assert (code, len(stderr.strip().splitlines())) == (2, 1), stderr
+
+
+def test_rejected_credentials_fail_at_start(workdir) -> None:
+    with LocalConductor(auth=("key", "right-secret")) as secured:
+        env = _env(CONDUCTOR_AUTH_KEY="key", CONDUCTOR_AUTH_SECRET="wrong-secret")
+        code, stderr = run_cli(workdir, "svc_workers", "--server-url", secured.url, env=env)
+    assert code == 4, stderr
+    assert "rejected the credentials" in stderr.strip().splitlines()[-1]
+
+
+def test_processes_drain_on_sigterm_and_every_workflow_completes(server, workdir, task, procs) -> None:
+    executor, ids = workflows(server, task, 16, sleep=0.5)
+    port = free_port()
+    proc = start_cli(procs, workdir, "svc_workers:echo", "--server-url", server.url, "--processes", "2",
+                     "--health-port", str(port))
+    wait_for_children(proc, port)
+    wait_until(lambda: sum(executor.get_workflow(wf, include_tasks=False).status is WorkflowStatus.COMPLETED
+                           for wf in ids) >= 2, timeout=20, message="some workflows completed")
+    proc.send_signal(signal.SIGTERM)  # tasks are in flight in both processes
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    # Nothing in flight was lost: a second run finishes the rest at once (no response timeout to wait for).
+    assert sum(executor.get_workflow(wf, include_tasks=False).status is WorkflowStatus.COMPLETED for wf in ids) < 16
+    second = start_cli(procs, workdir, "svc_workers", "--server-url", server.url, "--concurrency", "8",
+                       "--health-port", str(port))
+    wait_until(lambda: health(port)[0] == 200, timeout=20, message="the second run polling")
+    results = [executor.wait_for_workflow(wf, timeout=30) for wf in ids]
+    assert [wf.status for wf in results] == [WorkflowStatus.COMPLETED] * len(ids)
+    assert len({wf.output["pid"] for wf in results}) >= 2
+    second.send_signal(signal.SIGTERM)
+    _, stderr = second.communicate(timeout=20)
+    assert second.returncode == 0, stderr
+
+
+def test_a_killed_child_is_restarted(server, workdir, procs) -> None:
+    port = free_port()
+    proc = start_cli(procs, workdir, "svc_workers", "--server-url", server.url, "--processes", "2",
+                     "--health-port", str(port))
+    first = wait_for_children(proc, port)
+    os.kill(first[0], signal.SIGKILL)
+    after = wait_for_children(proc, port, exclude=(first[0],))
+    assert first[1] in after
+    report = health(port)[1]
+    assert sum(entry["restarts"] for entry in report["processes"]) == 1
+
+
+def test_sigkill_of_the_supervisor_stops_its_children(server, workdir, procs) -> None:
+    port = free_port()
+    proc = start_cli(procs, workdir, "svc_workers", "--server-url", server.url, "--processes", "2",
+                     "--health-port", str(port))
+    pids = wait_for_children(proc, port)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    wait_until(lambda: not any(alive(pid) for pid in pids), timeout=8, message="orphaned children exit")
+
+
+def test_health_is_200_then_503_once_the_server_is_gone(workdir, task, procs) -> None:
+    port = free_port()
+    conductor = LocalConductor().start()
+    try:
+        start_cli(procs, workdir, "svc_workers", "--server-url", conductor.url, "--health-port", str(port),
+                  "--health-max-silence", "1")
+        status, report = wait_until(lambda: (lambda r: r if r[0] == 200 else None)(health(port)), timeout=20)
+        worker = report["workers"][task]
+        assert worker["polling"] and not worker["paused"] and worker["in_flight"] == 0
+        assert worker["last_contact"] is not None and worker["last_error"] is None
+    finally:
+        conductor.stop()
+    status, report = wait_until(
+        lambda: (lambda r: r if r[0] == 503 and r[1]["workers"][task]["problems"] else None)(health(port)),
+        timeout=15,
+    )
+    assert report["workers"][task]["last_error"]
+    assert not report["healthy"]
+
+
+def test_metrics_endpoint(server, workdir, task, procs) -> None:
+    pytest.importorskip("prometheus_client")
+    port = free_port()
+    executor, ids = workflows(server, task, 3)
+    start_cli(procs, workdir, "svc_workers", "--server-url", server.url, "--metrics-port", str(port))
+    for wf in ids:
+        assert executor.wait_for_workflow(wf, timeout=20).status is WorkflowStatus.COMPLETED
+
+    def scrape() -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                return resp.read().decode()
+        except OSError:
+            return ""
+
+    text = wait_until(lambda: (lambda t: t if f'task_execute_total{{status="COMPLETED",taskType="{task}"}} 3.0' in t
+                               else None)(scrape()), timeout=10)
+    assert f'task_poll_total{{taskType="{task}"}}' in text
+    assert f'task_execute_time_bucket{{le="+Inf",taskType="{task}"}} 3.0' in text
+
+
+def test_serve_health_in_process(server, task) -> None:
+    from conductor_workers import TaskManager, worker_task
+
+    @worker_task(task, batch_poll_timeout=200)
+    def noop() -> None:
+        return None
+
+    client = ConductorClient(Configuration(server_url=server.url))
+    manager = TaskManager(client, [noop])
+    health_server = manager.serve_health(0)
+    try:
+        assert health(health_server.port)[0] == 503  # not polling yet
+        manager.start_polling()
+        status, report = wait_until(lambda: (lambda r: r if r[0] == 200 else None)(health(health_server.port)))
+        assert report["workers"][task]["polling"] is True
+        manager.stop_polling(5)
+        assert health(health_server.port)[0] == 503
+    finally:
+        health_server.close()
+        manager.stop_polling(5)
+        client.close()
