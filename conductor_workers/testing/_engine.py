@@ -407,7 +407,9 @@ def _engine_needed(task: JSON) -> Optional[str]:
         return "javascript"
     if kind == "DO_WHILE" and constant(task.get("loopCondition") or "") is None:
         return "javascript"
-    if kind == "INLINE" and (params.get("evaluatorType") or "javascript") in ("javascript", "graaljs"):
+    expression = params.get("expression")
+    if kind == "INLINE" and (params.get("evaluatorType") or "javascript") in ("javascript", "graaljs") and (
+            not isinstance(expression, str) or expression.strip()):  # a blank one fails without running
         return "javascript"
     if kind == "JSON_JQ_TRANSFORM":
         return "jq"
