@@ -84,3 +84,30 @@ class BackgroundHTTPServer:
             self._server.shutdown()
             self._thread.join()
         self._server.server_close()
+
+
+class Endpoint:
+    """One path served by a :class:`BackgroundHTTPServer` (the health and metrics endpoints)."""
+
+    path = "/"
+
+    def __init__(self, route: Route, port: int, host: str, what: str) -> None:
+        self._http = BackgroundHTTPServer({self.path: route}, port, host, what=what)
+
+    @property
+    def port(self) -> int:
+        return self._http.port
+
+    @property
+    def url(self) -> str:
+        return self._http.url(self.path)
+
+    def close(self) -> None:
+        """Stop serving (idempotent)."""
+        self._http.close()
+
+    def __enter__(self) -> "Endpoint":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

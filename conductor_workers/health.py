@@ -20,7 +20,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Tuple
 
-from ._httpserve import BackgroundHTTPServer, Route
+from ._httpserve import Endpoint, Route
 from .errors import InvalidOptionError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -92,31 +92,15 @@ def _json_route(report: Callable[[], HealthReport]) -> Route:
     return route
 
 
-class HealthServer:
+class HealthServer(Endpoint):
     """Serves ``report()`` as JSON at ``/health`` on a daemon thread (200 when its ``healthy`` is
     true, 503 otherwise); :meth:`close` stops it."""
 
+    path = "/health"
+
     def __init__(self, report: Callable[[], HealthReport], port: int = 0, host: str = "127.0.0.1") -> None:
-        self._http = BackgroundHTTPServer({"/health": _json_route(report)}, port, host, what="health")
+        super().__init__(_json_route(report), port, host, what="health")
         log.info("health endpoint on %s", self.url)
-
-    @property
-    def port(self) -> int:
-        return self._http.port
-
-    @property
-    def url(self) -> str:
-        return self._http.url("/health")
-
-    def close(self) -> None:
-        """Stop serving (idempotent)."""
-        self._http.close()
-
-    def __enter__(self) -> "HealthServer":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def start_health_server(manager: "TaskManager", port: int = 0, host: str = "127.0.0.1", *,

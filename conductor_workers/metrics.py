@@ -22,7 +22,7 @@ import math
 import threading
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
-from ._httpserve import BackgroundHTTPServer
+from ._httpserve import Endpoint
 from .errors import InvalidOptionError
 from .events import TaskEvents
 from .models import Task, TaskResult
@@ -176,8 +176,10 @@ def render(source: Union[MetricsEvents, Callable[[], Snapshot]]) -> Tuple[bytes,
     return prometheus_client.generate_latest(registry), str(prometheus_client.CONTENT_TYPE_LATEST)
 
 
-class MetricsServer:
+class MetricsServer(Endpoint):
     """Serves ``/metrics`` on a daemon thread; :meth:`close` stops it."""
+
+    path = "/metrics"
 
     def __init__(self, source: Union[MetricsEvents, Callable[[], Snapshot]], port: int = 0,
                  host: str = "127.0.0.1") -> None:
@@ -187,24 +189,7 @@ class MetricsServer:
             body, content_type = render(source)
             return 200, content_type, body
 
-        self._http = BackgroundHTTPServer({"/metrics": route}, port, host, what="metrics")
-
-    @property
-    def port(self) -> int:
-        return self._http.port
-
-    @property
-    def url(self) -> str:
-        return self._http.url("/metrics")
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> "MetricsServer":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        super().__init__(route, port, host, what="metrics")
 
 
 def start_metrics_server(source: Union[MetricsEvents, Callable[[], Snapshot]], port: int = 0,
