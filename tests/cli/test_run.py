@@ -300,3 +300,46 @@ def test_serve_health_in_process(server, task) -> None:
         health_server.close()
         manager.stop_polling(5)
         client.close()
+
+
+def test_health_turns_503_when_the_server_is_cut_and_200_when_it_is_back(server, workdir, task, procs) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "workers"))
+    from proxy import CuttableProxy
+
+    proxy = CuttableProxy(server.url)
+    port = free_port()
+    start_cli(procs, workdir, "svc_workers", "--server-url", proxy.url, "--health-port", str(port),
+              "--health-max-silence", "1")
+    wait_until(lambda: health(port)[0] == 200, timeout=20)
+    proxy.cut()
+    status, report = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(health(port)), timeout=15)
+    assert report["workers"][task]["problems"]
+    proxy.restore()
+    status, report = wait_until(lambda: (lambda r: r if r[0] == 200 else None)(health(port)), timeout=20)
+    assert report["healthy"]
+
+
+def test_metrics_of_two_processes_add_up_to_the_workflows_completed(server, workdir, task, procs) -> None:
+    parser = pytest.importorskip("prometheus_client.parser")
+    port, health_port = free_port(), free_port()
+    start_cli(procs, workdir, "svc_workers", "--server-url", server.url, "--processes", "2",
+              "--metrics-port", str(port), "--health-port", str(health_port))
+    wait_for_children(procs[-1], health_port)
+    executor, ids = workflows(server, task, 20, sleep=0.1)
+    done = [executor.wait_for_workflow(wf, timeout=30) for wf in ids]
+    assert all(wf.status is WorkflowStatus.COMPLETED for wf in done)
+    assert len({wf.output["pid"] for wf in done}) == 2  # both children worked: the sum covers both
+
+    def completed() -> Optional[float]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return None
+        total = sum(sample.value for family in parser.text_string_to_metric_families(text)
+                    for sample in family.samples
+                    if sample.name == "task_execute_total" and sample.labels.get("taskType") == task
+                    and sample.labels.get("status") == "COMPLETED")
+        return total if total == len(ids) else None
+
+    assert wait_until(completed, timeout=10) == len(ids)
