@@ -343,3 +343,22 @@ def test_metrics_of_two_processes_add_up_to_the_workflows_completed(server, work
         return total if total == len(ids) else None
 
     assert wait_until(completed, timeout=10) == len(ids)
+
+
+@pytest.mark.real_server
+def test_run_with_two_processes_on_the_real_server(real_server_url, workdir, task, procs) -> None:
+    """The same command against conductor-oss: every workflow completes, SIGTERM drains to exit 0."""
+
+    class Real:
+        url = real_server_url
+
+    health_port = free_port()
+    executor, ids = workflows(Real(), task, 20)  # type: ignore[arg-type]
+    proc = start_cli(procs, workdir, "svc_workers", "--server-url", real_server_url, "--processes", "2",
+                     "--health-port", str(health_port))
+    results = [executor.wait_for_workflow(wf, timeout=60) for wf in ids]
+    assert [wf.status for wf in results] == [WorkflowStatus.COMPLETED] * 20
+    wait_until(lambda: health(health_port)[0] == 200, timeout=20)  # children report once a second
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
