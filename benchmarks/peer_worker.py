@@ -25,7 +25,9 @@ Modes:
 * ``record``  appends ``"<time.time()> <taskId>\\n"`` to ``--record-file`` on
   entry, then returns ``{"seen": <task input>}``;
 * ``blob``    the large-payload benchmark: ``{"size": n}`` in, ``{"blob": "x" * n}`` out; or
-  ``{"blob": b}`` in, ``{"length": len(b)}`` out.
+  ``{"blob": b}`` in, ``{"length": len(b)}`` out;
+* ``cpu``     the CPU-bound benchmark: a pure-Python loop of ``$CPU_BENCH_LOOPS`` iterations
+  (``benchmarks/cpu_processes.py``; the same loop as ``benchmarks/_cpu_workers.py``).
 
 The process runs until SIGTERM or SIGINT, then stops the SDK's child processes
 with ``TaskHandler.stop_processes()`` and exits 0. The SDK alone installs no
@@ -54,7 +56,10 @@ from typing import Any, Callable, Dict, List, Optional
 # Read by the spawned worker processes; set by main() before they start.
 RECORD_FILE_ENV = "PEER_WORKER_RECORD_FILE"
 
-MODES = ("noop", "sleep50", "record", "blob")
+# ``--mode cpu``: the loop count, set by ``benchmarks/cpu_processes.py`` (children inherit it).
+CPU_LOOPS_ENV = "CPU_BENCH_LOOPS"
+
+MODES = ("noop", "sleep50", "record", "blob", "cpu")
 
 
 # --- execute functions ---------------------------------------------------------
@@ -115,11 +120,20 @@ def execute_blob() -> Dict[str, Any]:
     return {"length": len(data.get("blob") or "")}
 
 
+def execute_cpu() -> Dict[str, Any]:
+    """The same pure-Python loop as ``benchmarks/_cpu_workers.py`` (~20 ms once calibrated)."""
+    total = 0
+    for i in range(int(os.environ.get(CPU_LOOPS_ENV, "200000"))):
+        total += i * i % 7
+    return {"spin": total}
+
+
 EXECUTE_FUNCTIONS: Dict[str, Callable[[], Dict[str, Any]]] = {
     "noop": execute_noop,
     "sleep50": execute_sleep50,
     "record": execute_record,
     "blob": execute_blob,
+    "cpu": execute_cpu,
 }
 
 
