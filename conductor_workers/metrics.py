@@ -102,6 +102,15 @@ class MetricsEvents(TaskEvents):
 
     # -- reading -------------------------------------------------------------------------------
 
+    def register(self, registry: Any) -> None:
+        """Expose these figures through a ``prometheus_client.CollectorRegistry`` of your own.
+
+        For a service that already serves ``/metrics``: ``events.register(REGISTRY)`` and pass
+        ``events`` to the ``TaskManager`` (``events=``); every scrape reads the current values.
+        """
+        _import_prometheus()
+        registry.register(_Collector(self.snapshot))
+
     def snapshot(self) -> Snapshot:
         """A copy of every value, as plain (picklable) data."""
         with self._lock:
