@@ -228,14 +228,21 @@ def test_a_killed_child_is_restarted(server, workdir, procs) -> None:
     assert sum(entry["restarts"] for entry in report["processes"]) == 1
 
 
-def test_sigkill_of_the_supervisor_stops_its_children(server, workdir, procs) -> None:
+def test_sigkill_of_the_supervisor_stops_its_children(server, workdir, task, procs) -> None:
+    executor, ids = workflows(server, task, 12, sleep=0.3)
     port = free_port()
     proc = start_cli(procs, workdir, "svc_workers", "--server-url", server.url, "--processes", "2",
                      "--health-port", str(port))
     pids = wait_for_children(proc, port)
-    proc.send_signal(signal.SIGKILL)
+    wait_until(lambda: any(executor.get_workflow(wf, include_tasks=False).status is WorkflowStatus.COMPLETED
+                           for wf in ids), timeout=20, message="work under way")
+    proc.send_signal(signal.SIGKILL)  # tasks are in flight in the children
     proc.wait(timeout=10)
     wait_until(lambda: not any(alive(pid) for pid in pids), timeout=8, message="orphaned children exit")
+    # they drained what they held: another run finishes the rest at once (no response timeout to wait out)
+    start_cli(procs, workdir, "svc_workers", "--server-url", server.url, "--concurrency", "8")
+    results = [executor.wait_for_workflow(wf, timeout=30) for wf in ids]
+    assert [wf.status for wf in results] == [WorkflowStatus.COMPLETED] * len(ids)
 
 
 def test_health_is_200_then_503_once_the_server_is_gone(workdir, task, procs) -> None:
