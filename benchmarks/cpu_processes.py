@@ -37,7 +37,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -46,6 +46,7 @@ sys.path.insert(0, str(HERE))
 
 import peer  # noqa: E402
 from _cpu_workers import spin  # noqa: E402
+from server_pairs import start_local  # noqa: E402  (LocalConductor in its own process)
 
 from conductor_workers import (  # noqa: E402
     ConductorClient,
@@ -91,22 +92,6 @@ def calibrate(target_ms: float) -> Tuple[int, float]:
 
 
 # -- server and process groups ---------------------------------------------------------------------
-
-
-def start_local() -> Tuple[str, Callable[[], None]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "conductor_workers", "server", "--port", "0"],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # "LocalConductor listening on http://127.0.0.1:PORT/api"
-    url = line.strip().rsplit(" ", 1)[-1]
-
-    def stop() -> None:
-        proc.terminate()
-        proc.wait(timeout=15)
-
-    return url, stop
 
 
 def group_usage(pgid: int) -> Tuple[int, int, int]:
