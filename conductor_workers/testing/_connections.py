@@ -205,8 +205,8 @@ class ConnectionManager:
             if start:
                 thread = threading.Thread(target=self._work, name="local-conductor-http", daemon=True)
                 self._threads.append(thread)
-            else:
-                self._idle_threads -= 1 if self._idle_threads else 0
+            elif self._idle_threads:  # an idle thread takes it (at the cap with none idle, it waits its turn)
+                self._idle_threads -= 1
         self._ready.put(connection)
         if start:
             thread.start()

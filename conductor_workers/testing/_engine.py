@@ -332,7 +332,7 @@ def normalise_workflow_def(raw: Any, path: str) -> JSON:
     normalised = []
     for index, task in enumerate(tasks):
         task_path = "%s.tasks[%d]" % (path, index)
-        normalised.append(_normalise_workflow_task(task, task_path, errors))
+        normalised.append(normalise_workflow_task(task, task_path, errors))
     wf_def["tasks"] = normalised
     seen: Set[str] = set()
     for task in walk(normalised):
@@ -478,8 +478,6 @@ def normalise_workflow_task(raw: Any, path: str, errors: List[JSON]) -> JSON:
         task["taskDefinition"] = normalise_task_def(inline, path + ".taskDefinition")
     return task
 
-
-_normalise_workflow_task = normalise_workflow_task
 
 
 def check_task_result(raw: Any) -> JSON:
