@@ -45,6 +45,36 @@ def execute_record(task: Any) -> Dict[str, Any]:
     return {"seen": task.input_data}
 
 
+def _middleware(variant: str) -> "tuple[List[Any], Dict[str, Any]]":
+    """``BENCH_MIDDLEWARE`` (set by middleware_cost.py): none, metrics, tracing, time_limit or all."""
+    layers: List[Any] = []
+    options: Dict[str, Any] = {}
+    variants = {"none": (), "all": ("metrics", "tracing", "time_limit")}.get(variant, (variant,))
+    for name in variants:
+        if name == "metrics":
+            from conductor_workers.metrics import MetricsMiddleware
+
+            layers.append(MetricsMiddleware())
+        elif name == "tracing":  # the SDK's real pipeline (batching processor), spans dropped at export
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+            from conductor_workers.tracing import TracingMiddleware
+
+            class Drop(SpanExporter):
+                def export(self, spans: Any) -> Any:
+                    return SpanExportResult.SUCCESS
+
+            provider = TracerProvider()
+            provider.add_span_processor(BatchSpanProcessor(Drop()))
+            layers.append(TracingMiddleware(provider))
+        elif name == "time_limit":
+            options["time_limit"] = 600.0
+        else:
+            raise SystemExit(f"unknown BENCH_MIDDLEWARE {name!r}")
+    return layers, options
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--server-url", required=True, help="http://host:port or http://host:port/api")
@@ -86,8 +116,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     options: Dict[str, Any] = {"concurrency": args.threads}
     if args.poll_interval_ms is not None:
         options["poll_interval"] = args.poll_interval_ms
+    middleware, extra_options = _middleware(os.environ.get("BENCH_MIDDLEWARE", "none"))
+    options.update(extra_options)
     client = ConductorClient(Configuration(server_url=args.server_url))  # defaults, as a user would
-    manager = TaskManager(client, workers, options=PollingOptions(**options))
+    manager = TaskManager(client, workers, options=PollingOptions(**options), middleware=middleware)
     manager.start_polling()
     print(
         f"our_worker: started {len(workers)} worker(s) pid={os.getpid()} "

@@ -27,12 +27,23 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         NotFoundError,
         TransportError,
     )
-    from .events import TaskEvents
-    from .executor import WorkflowExecutor, WorkflowTimeoutError
+    from .events import TaskEvents, UpdateFailureHook
+    from .middleware import Middleware
+    from .executor import WorkflowExecutor
     from .manager import TaskManager
     from .options import PollingOptions
-    from .runner import TaskRunner
-    from .worker import Worker, add_log, current_task, worker_task
+    from .runner import PollGate, TaskRunner
+    from .status import RunnerStatus
+    from .worker import (
+        FunctionWorker,
+        TaskContext,
+        Worker,
+        add_log,
+        current_context,
+        current_task,
+        time_remaining,
+        worker_task,
+    )
     from .models import (
         PollData,
         SignalResponse,
@@ -54,8 +65,15 @@ _EXPORTS = {
     "ConductorClient": "client",
     "Configuration": "config",
     "WorkflowExecutor": "executor",
-    "WorkflowTimeoutError": "executor",
     "TaskEvents": "events",
+    "Middleware": "middleware",
+    "FunctionWorker": "worker",
+    "TaskContext": "worker",
+    "current_context": "worker",
+    "time_remaining": "worker",
+    "PollGate": "runner",
+    "RunnerStatus": "status",
+    "UpdateFailureHook": "events",
     "TaskManager": "manager",
     "PollingOptions": "options",
     "TaskRunner": "runner",

@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from urllib.parse import urlencode
 
 import cachetools
@@ -288,6 +288,8 @@ class HttpTransport:
         self._headers: Dict[str, Any] = dict(self._session.headers)
         self._timeout = (config.connect_timeout, config.read_timeout)
         self._auth = _TokenAuth(self, config) if config.has_auth else None
+        #: wraps every request: ``around(method, url, send) -> response`` (see tracing.trace_http)
+        self.around: Optional[Callable[[str, str, Callable[[], requests.Response]], requests.Response]] = None
 
     def close(self) -> None:
         self._session.close()
@@ -340,6 +342,10 @@ class HttpTransport:
         timeout = (self._timeout[0], self._timeout[1] + extra_read_timeout)
         adapter = self._once_adapter if send_once else self._adapter
         try:
+            if self.around is not None:
+                return self.around(
+                    method, url, lambda: self._send_prepared(adapter, method, target, data, all_headers, timeout)
+                )
             return self._send_prepared(adapter, method, target, data, all_headers, timeout)
         except requests.exceptions.SSLError as exc:
             raise TransportError(f"{method} {url}: TLS error: {exc}", method=method, url=url) from exc

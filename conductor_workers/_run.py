@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .client import ConductorClient
     from .health import HealthReport
     from .manager import TaskManager
-    from .metrics import MetricsEvents, Snapshot
+    from .metrics import MetricsMiddleware, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class RunSettings:
     health_max_silence: float = 30.0
     metrics_port: Optional[int] = None
     metrics_host: str = "127.0.0.1"
+    tracing: bool = False
     sys_path: Tuple[str, ...] = ()
 
 
@@ -119,6 +120,10 @@ def _seconds_arg(positive: bool) -> Callable[[str], float]:
     return parse
 
 
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _names(values: Iterable[str]) -> Tuple[str, ...]:
     """``--worker a,b --worker c`` -> ``("a", "b", "c")``."""
     return tuple(name.strip() for value in values for name in value.split(",") if name.strip())
@@ -143,6 +148,8 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     run.add_argument("--poll-interval", type=_int_arg(0), default=None, metavar="MS",
                      help="milliseconds to wait after a poll that found nothing")
     run.add_argument("--domain", default=None, help="task domain to poll")
+    run.add_argument("--time-limit", type=_seconds_arg(True), default=None, metavar="SECONDS",
+                     help="fail a task that runs longer than this, at once (per worker option time_limit)")
     run.add_argument("--worker", action="append", default=[], metavar="TASK",
                      help="run only these task types (repeatable, or comma-separated)")
     run.add_argument("--exclude", action="append", default=[], metavar="TASK",
@@ -165,6 +172,9 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
                      help="serve Prometheus metrics at /metrics on this port (needs the 'metrics' extra)")
     run.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
                      help="interface for /metrics; default 127.0.0.1")
+    run.add_argument("--tracing", action="store_true", default=None,
+                     help="an OpenTelemetry span per execution (needs the 'otel' extra and an SDK, e.g. "
+                          "opentelemetry-instrument); env CONDUCTOR_WORKERS_TRACING=true")
 
     def one_line_error(message: str) -> None:  # argparse's usage block is not one line
         sys.stderr.write(f"{PROG}: error: {_one_line(message)} (see --help)\n")
@@ -177,7 +187,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     options = tuple(
         (name, value)
         for name, value in (("concurrency", args.concurrency), ("poll_interval", args.poll_interval),
-                            ("domain", args.domain))
+                            ("domain", args.domain), ("time_limit", args.time_limit))
         if value is not None
     )
     path = os.getcwd()
@@ -197,6 +207,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         health_max_silence=float(args.health_max_silence),
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
+        tracing=bool(args.tracing) if args.tracing is not None else _env_flag("CONDUCTOR_WORKERS_TRACING"),
         sys_path=sys_path,
     )
 
@@ -370,11 +381,19 @@ class WorkerService:
 
         self.settings = settings
         self.workers = load_workers(settings) if workers is None else workers
-        self.events: Optional["MetricsEvents"] = None
+        self.events: Optional["MetricsMiddleware"] = None
         if settings.metrics_port is not None:
-            from .metrics import MetricsEvents
+            from .metrics import MetricsMiddleware
 
-            self.events = MetricsEvents()
+            self.events = MetricsMiddleware()
+        middleware: List[Any] = []
+        if settings.tracing:
+            try:
+                from .tracing import TracingMiddleware
+
+                middleware.append(TracingMiddleware())
+            except InvalidOptionError as exc:
+                raise CommandError(EXIT_BAD_OPTION, f"--tracing: {_one_line(exc)}") from None
         overrides: Dict[str, Any] = {}
         if settings.server_url:
             overrides["server_url"] = settings.server_url
@@ -385,7 +404,8 @@ class WorkerService:
         self.client: "ConductorClient" = ConductorClient(config)
         try:
             self.manager: "TaskManager" = TaskManager(
-                self.client, self.workers, events=self.events, shutdown_timeout=settings.shutdown_timeout
+                self.client, self.workers, events=self.events, middleware=middleware,
+                shutdown_timeout=settings.shutdown_timeout,
             )
             if settings.options:
                 self.manager.update_polling_options(**dict(settings.options))

@@ -21,8 +21,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .client import ConductorClient
 from .config import Configuration
-from .errors import ConductorError, InvalidOptionError
-from .executor import WorkflowExecutor, WorkflowTimeoutError
+from .errors import ConductorError, InvalidOptionError, WorkflowTimeoutError
+from .executor import WorkflowExecutor
 from .models import TaskResult, TaskResultStatus, WorkflowStatus
 
 log = logging.getLogger(__name__)

@@ -247,7 +247,7 @@ class TaskClient(_Api):
         task = _task(data, f"GET tasks/{task_id}")
         return _with_external_task(task, self._payloads) if include_external else task
 
-    def add_log(self, task_id: str, message: str) -> None:
+    def append_log(self, task_id: str, message: str) -> None:
         """Append one line to the task's execution log (dropped by servers with indexing off)."""
         self._http.request("POST", f"tasks/{_seg(task_id)}/log", text_body=message)
 

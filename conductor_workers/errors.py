@@ -1,11 +1,17 @@
 """Every exception conductor_workers raises, under one root: :class:`ConductorError`.
 
+(One exception stands apart on purpose: :class:`TimeLimitExceeded`, raised inside a worker's own
+thread, derives from ``BaseException`` so that a worker's ``except Exception`` cannot swallow it.)
+
 Foreign exceptions (``requests``, ``urllib3``, ``json``) are translated into these exactly once, at
 the HTTP boundary in :mod:`conductor_workers._http`; nothing above that layer sees them.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .models import Workflow
 
 
 class ConductorError(Exception):
@@ -107,6 +113,23 @@ class NonRetryableError(ConductorError):
     """Raise from a worker to fail its task with ``FAILED_WITH_TERMINAL_ERROR`` (no server retry)."""
 
 
+class WorkflowTimeoutError(ConductorError, TimeoutError):
+    """A workflow did not reach a terminal status in time; ``workflow`` is how it was last seen."""
+
+    def __init__(self, message: str, workflow: "Workflow") -> None:
+        super().__init__(message)
+        self.workflow = workflow
+
+
+class TimeLimitExceeded(BaseException):
+    """A task ran past its ``time_limit``; raised inside the worker's thread to interrupt it.
+
+    Deliberately outside :class:`ConductorError` and ``Exception``, like ``KeyboardInterrupt``: a
+    worker's ``except Exception`` must not swallow it. Its task has already been reported FAILED
+    when a worker sees it.
+    """
+
+
 __all__ = [
     "APIError",
     "AuthenticationError",
@@ -119,5 +142,7 @@ __all__ = [
     "InvalidResponseError",
     "NonRetryableError",
     "NotFoundError",
+    "TimeLimitExceeded",
     "TransportError",
+    "WorkflowTimeoutError",
 ]

@@ -8,8 +8,10 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
+import attrs
+
 from .client import ConductorClient, StatusLike
-from .errors import ConductorError
+from .errors import ConductorError, WorkflowTimeoutError
 from .models import (
     SignalResponse,
     StartWorkflowRequest,
@@ -22,19 +24,20 @@ from .models import (
 )
 
 
-class WorkflowTimeoutError(ConductorError, TimeoutError):
-    """A workflow did not reach a terminal status in time."""
-
-    def __init__(self, message: str, workflow: Workflow) -> None:
-        super().__init__(message)
-        self.workflow = workflow
-
-
 class WorkflowExecutor:
     """Start, inspect and steer workflows, and complete their tasks by id or by reference name."""
 
-    def __init__(self, client: ConductorClient) -> None:
+    def __init__(self, client: ConductorClient, *, propagate_trace: bool = False, tracer_provider: Any = None) -> None:
+        """``propagate_trace=True`` (the ``otel`` extra): :meth:`start_workflow` runs in a
+        ``start_workflow {name}`` span and puts its W3C trace context into the workflow input
+        (key ``traceContext``, see :mod:`conductor_workers.tracing`)."""
         self.client = client
+        self.propagate_trace = propagate_trace
+        self._tracer_provider = tracer_provider
+        if propagate_trace:
+            from .tracing import _require
+
+            _require()
 
     # -- tasks -------------------------------------------------------------------------------------
 
@@ -118,6 +121,28 @@ class WorkflowExecutor:
         priority: int = 0,
     ) -> str:
         """Start a workflow from a :class:`StartWorkflowRequest`, or by name with ``input``."""
+        if self.propagate_trace:
+            from .tracing import inject_trace_context, start_workflow_span
+
+            name = request.name if isinstance(request, StartWorkflowRequest) else request
+            with start_workflow_span(name, self._tracer_provider) as span:
+                if isinstance(request, StartWorkflowRequest):
+                    request = attrs.evolve(request, input=inject_trace_context(request.input))
+                else:
+                    input = inject_trace_context(input)
+                workflow_id = self._start(request, input, version, correlation_id, priority)
+                span.set_attribute("conductor.workflow.id", workflow_id)
+                return workflow_id
+        return self._start(request, input, version, correlation_id, priority)
+
+    def _start(
+        self,
+        request: Union[StartWorkflowRequest, str],
+        input: Optional[Mapping[str, Any]],
+        version: Optional[int],
+        correlation_id: Optional[str],
+        priority: int,
+    ) -> str:
         if isinstance(request, StartWorkflowRequest):
             return self.client.workflows.start(request)
         return self.client.workflows.start_by_name(

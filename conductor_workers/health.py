@@ -18,10 +18,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 from ._httpserve import Endpoint, Route
 from .errors import InvalidOptionError
+
+from .status import COUNTERS, RunnerStatus
 
 if TYPE_CHECKING:  # pragma: no cover
     from .manager import TaskManager
@@ -32,42 +34,32 @@ DEFAULT_MAX_SILENCE = 30.0
 HealthReport = Dict[str, Any]
 
 
-def worker_health(status: Mapping[str, Any], *, max_silence: float = DEFAULT_MAX_SILENCE,
+def worker_health(status: RunnerStatus, *, max_silence: float = DEFAULT_MAX_SILENCE,
                   now: Optional[float] = None) -> Dict[str, Any]:
     """The health of one worker from its :meth:`TaskRunner.status`; ``healthy`` says the verdict."""
     now = time.time() if now is None else now
-    options = status.get("options") or {}
-    polling = bool(status.get("polling"))
-    paused = bool(status.get("paused"))
-    in_flight = int(status.get("in_flight") or 0)
-    waiting = paused or in_flight >= int(options.get("concurrency", 1))
-    last_contact = status.get("last_contact")
-    silence = None if last_contact is None else max(0.0, now - last_contact)
-    idle_cycle = (int(options.get("batch_poll_timeout", 0)) + int(options.get("poll_interval", 0))) / 1000.0
+    options = status.options
+    waiting = status.paused or status.in_flight >= options.concurrency
+    silence = None if status.last_contact is None else max(0.0, now - status.last_contact)
+    idle_cycle = (options.batch_poll_timeout + options.poll_interval) / 1000.0
     allowed = max(max_silence, idle_cycle + 1.0)
     problems = []
-    if not polling:
+    if not status.polling:
         problems.append("not polling")
     # paused, or every slot busy: it does not poll, so its silence says nothing
     elif not waiting and silence is None:
         problems.append("has not reached the server yet")
     elif not waiting and silence is not None and silence > allowed:
         problems.append(f"has not reached the server for {silence:.1f}s (allowed: {allowed:.1f}s)")
-    return {
-        "healthy": not problems,
-        "polling": polling,
-        "paused": paused,
-        "in_flight": in_flight,
-        "last_contact": last_contact,
-        "last_contact_age": None if silence is None else round(silence, 3),
-        "last_error": status.get("last_error"),
-        "last_error_time": status.get("last_error_time"),
-        "polled": status.get("polled"),
-        "completed": status.get("completed"),
-        "failed": status.get("failed"),
-        "update_failures": status.get("update_failures"),
-        "problems": problems,
-    }
+    report = {name: getattr(status, name) for name in (
+        "polling", "paused", "in_flight", "last_contact", "last_error", "last_error_time", *COUNTERS)}
+    report.update(
+        healthy=not problems,
+        overrunning=len(status.overrunning),
+        last_contact_age=None if silence is None else round(silence, 3),
+        problems=problems,
+    )
+    return report
 
 
 def health_report(manager: "TaskManager", *, max_silence: float = DEFAULT_MAX_SILENCE) -> HealthReport:

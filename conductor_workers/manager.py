@@ -10,14 +10,16 @@ import logging
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Mapping, Optional, Sequence, Union
 
 from .client import ConductorClient
 from .errors import InvalidOptionError
 from .events import TaskEvents, UpdateFailureHook
+from .middleware import Middleware
 from .models import TaskDef
 from .options import PollingOptions, check_option_names, options_from_env, resolve_options
 from .runner import DEFAULT_SHUTDOWN_TIMEOUT, PollGate, TaskRunner
+from .status import RunnerStatus
 from .worker import Worker
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,7 +55,9 @@ class TaskManager:
     :param workers: :class:`Worker` instances (``@worker_task`` functions are Workers), one per task type.
     :param options: defaults for every worker (a :class:`PollingOptions` or a dict); a worker's own
         options beat them, environment variables beat both (see the README), runtime updates beat all.
-    :param events: a :class:`TaskEvents` whose hooks every runner calls.
+    :param events: a :class:`TaskEvents` whose hooks every runner calls (a Middleware there is the outermost).
+    :param middleware: :class:`~conductor_workers.middleware.Middleware` wrapping every execution of
+        every worker, the first one outermost; their hooks are called too.
     :param on_update_failure: called with ``(task, result, error)`` when a result could not be reported.
     :param poll_gate: called with the task type before each poll; returning False skips that poll.
     :param environ: where to read environment options from (default ``os.environ``).
@@ -68,6 +72,7 @@ class TaskManager:
         options: OptionsLike = None,
         *,
         events: Optional[TaskEvents] = None,
+        middleware: Sequence[Middleware] = (),
         on_update_failure: Optional[UpdateFailureHook] = None,
         poll_gate: Optional[PollGate] = None,
         environ: Optional[Mapping[str, str]] = None,
@@ -88,6 +93,10 @@ class TaskManager:
         if not self._workers:
             raise InvalidOptionError("TaskManager needs at least one worker")
         manager_options = _explicit(options)
+        middleware = list(middleware)
+        for layer in middleware:
+            if not isinstance(layer, Middleware):
+                raise InvalidOptionError(f"{layer!r} is not a Middleware (subclass conductor_workers.Middleware)")
         self._lock = threading.Lock()  # serialises option updates and starts; guards _task_defs_registered
         self._runners: Dict[str, TaskRunner] = {}
         for name, worker in self._workers.items():
@@ -97,6 +106,7 @@ class TaskManager:
                 client,
                 resolved,
                 events=events,
+                middleware=middleware,
                 on_update_failure=on_update_failure,
                 poll_gate=poll_gate,
                 shutdown_timeout=self.shutdown_timeout,
@@ -218,9 +228,10 @@ class TaskManager:
     def runners(self) -> Dict[str, TaskRunner]:
         return dict(self._runners)
 
-    def status(self) -> Dict[str, Dict[str, Any]]:
-        """Per worker: options in force, polling/paused, in-flight, polled, completed, failed,
-        update failures, last error and when."""
+    def status(self) -> Dict[str, RunnerStatus]:
+        """Per task type, a :class:`~conductor_workers.status.RunnerStatus`: options in force,
+        polling/paused, in-flight and overrunning tasks, counters, last error and contact
+        (``.to_dict()`` for JSON)."""
         return {name: runner.status() for name, runner in self._runners.items()}
 
     def serve_health(self, port: int = 0, host: str = "127.0.0.1", **kwargs: Any) -> "HealthServer":

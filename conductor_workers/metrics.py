@@ -1,19 +1,20 @@
-"""Prometheus metrics built on :class:`~conductor_workers.TaskEvents` (the optional ``metrics`` extra).
+"""Prometheus metrics, written as a :class:`~conductor_workers.middleware.Middleware` (the optional ``metrics`` extra).
 
-``MetricsEvents`` counts in plain dicts under a lock (no dependency, nothing paid unless you pass it
-to a manager); ``start_metrics_server`` serves them in the Prometheus text format with
-``prometheus_client`` (``pip install conductor-workers[metrics]``), imported only then::
+``MetricsMiddleware`` only observes (it uses the hooks, not ``execute``), so it adds no layer
+around executions; it counts in plain dicts under a lock (no dependency, nothing paid unless you
+pass it to a manager). ``start_metrics_server`` serves the figures in the Prometheus text format
+with ``prometheus_client`` (``pip install conductor-workers[metrics]``), imported only then::
 
-    events = MetricsEvents()
-    manager = TaskManager(client, workers, events=events)
-    server = start_metrics_server(events, port=9100)      # GET http://127.0.0.1:9100/metrics
+    metrics = MetricsMiddleware()
+    manager = TaskManager(client, workers, middleware=[metrics])
+    server = start_metrics_server(metrics, port=9100)      # GET http://127.0.0.1:9100/metrics
 
 Metrics, each with a ``taskType`` label: ``task_poll_total``, ``task_poll_error_total``
 (+ ``exception``), ``task_execute_time`` (a histogram, seconds), ``task_execute_total`` (+ ``status``),
 ``task_execute_error_total`` (+ ``exception``), ``task_update_error_total`` and
 ``external_payload_used_total`` (+ ``operation``, ``payloadType``).
 
-A :meth:`MetricsEvents.snapshot` is plain data (picklable), and :func:`merge_snapshots` adds several
+A :meth:`MetricsMiddleware.snapshot` is plain data (picklable), and :func:`merge_snapshots` adds several
 up: ``conductor-workers run --processes N --metrics-port P`` serves the sum over its processes.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 
 from ._httpserve import Endpoint
 from .errors import InvalidOptionError
-from .events import TaskEvents
+from .middleware import Middleware
 from .models import Task, TaskResult
 
 Labels = Tuple[Tuple[str, str], ...]
@@ -51,8 +52,8 @@ def _task_type(task: Task) -> str:
     return task.task_type or task.task_def_name or ""
 
 
-class MetricsEvents(TaskEvents):
-    """Counts what :class:`TaskEvents` reports; cheap enough for every poll and task."""
+class MetricsMiddleware(Middleware):
+    """Counts what the middleware hooks report; cheap enough for every poll and task."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -176,10 +177,10 @@ class _Collector:
         yield from families.values()
 
 
-def render(source: Union[MetricsEvents, Callable[[], Snapshot]]) -> Tuple[bytes, str]:
+def render(source: Union[MetricsMiddleware, Callable[[], Snapshot]]) -> Tuple[bytes, str]:
     """The Prometheus text exposition of ``source`` and its content type."""
     prometheus_client = _import_prometheus()
-    snapshot_fn = source.snapshot if isinstance(source, MetricsEvents) else source
+    snapshot_fn = source.snapshot if isinstance(source, MetricsMiddleware) else source
     registry = prometheus_client.CollectorRegistry(auto_describe=False)
     registry.register(_Collector(snapshot_fn))
     return prometheus_client.generate_latest(registry), str(prometheus_client.CONTENT_TYPE_LATEST)
@@ -190,7 +191,7 @@ class MetricsServer(Endpoint):
 
     path = "/metrics"
 
-    def __init__(self, source: Union[MetricsEvents, Callable[[], Snapshot]], port: int = 0,
+    def __init__(self, source: Union[MetricsMiddleware, Callable[[], Snapshot]], port: int = 0,
                  host: str = "127.0.0.1") -> None:
         _import_prometheus()  # fail now, not at the first scrape
 
@@ -201,9 +202,9 @@ class MetricsServer(Endpoint):
         super().__init__(route, port, host, what="metrics")
 
 
-def start_metrics_server(source: Union[MetricsEvents, Callable[[], Snapshot]], port: int = 0,
+def start_metrics_server(source: Union[MetricsMiddleware, Callable[[], Snapshot]], port: int = 0,
                          host: str = "127.0.0.1") -> MetricsServer:
-    """Serve ``source`` (a :class:`MetricsEvents`, or a function returning a snapshot) at ``/metrics``."""
+    """Serve ``source`` (a :class:`MetricsMiddleware`, or a function returning a snapshot) at ``/metrics``."""
     return MetricsServer(source, port, host)
 
 
@@ -218,7 +219,7 @@ def metrics_available() -> Optional[str]:
 
 __all__ = [
     "EXECUTE_TIME_BUCKETS",
-    "MetricsEvents",
+    "MetricsMiddleware",
     "MetricsServer",
     "merge_snapshots",
     "metrics_available",

@@ -13,12 +13,23 @@ from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Tuple
 
 import attrs
 
+from .errors import InvalidOptionError
+
 _M = TypeVar("_M", bound="WireModel")
 
 REASON_MAX_CHARS = 500  # the server cuts TaskResult.reasonForIncompletion to this length
 
 
-class TaskResultStatus(str, enum.Enum):
+class _Status(str, enum.Enum):
+    """A status as the server spells it; ``str()`` and f-strings give that spelling (``"COMPLETED"``)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    __format__ = str.__format__  # type: ignore[assignment]
+
+
+class TaskResultStatus(_Status):
     """What a worker may report for a task."""
 
     IN_PROGRESS = "IN_PROGRESS"
@@ -28,17 +39,18 @@ class TaskResultStatus(str, enum.Enum):
 
     @classmethod
     def coerce(cls, value: Union["TaskResultStatus", str]) -> "TaskResultStatus":
-        """Accept a member or its name; anything else is a ``ValueError`` naming the valid ones."""
+        """Accept a member or its name; anything else is an ``InvalidOptionError`` (a ``ValueError``)
+        naming the valid ones."""
         if isinstance(value, cls):
             return value
         try:
             return cls[str(value)]
         except KeyError:
             names = ", ".join(member.name for member in cls)
-            raise ValueError(f"invalid task result status {value!r}; expected one of {names}") from None
+            raise InvalidOptionError(f"invalid task result status {value!r}; expected one of {names}") from None
 
 
-class TaskStatus(str, enum.Enum):
+class TaskStatus(_Status):
     """A task's status as the server stores it."""
 
     IN_PROGRESS = "IN_PROGRESS"
@@ -56,7 +68,7 @@ class TaskStatus(str, enum.Enum):
         return self not in (TaskStatus.IN_PROGRESS, TaskStatus.SCHEDULED)
 
 
-class WorkflowStatus(str, enum.Enum):
+class WorkflowStatus(_Status):
     """A workflow's status."""
 
     RUNNING = "RUNNING"

@@ -36,9 +36,26 @@ def _bool(instance: object, attribute: "attrs.Attribute[bool]", value: bool) -> 
         raise InvalidOptionError(f"{attribute.name} must be True or False, got {value!r}")
 
 
+def _optional_seconds(instance: object, attribute: "attrs.Attribute[float]", value: Optional[float]) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+        raise InvalidOptionError(f"{attribute.name} must be a number of seconds > 0, or None, got {value!r}")
+
+
+def _option(default: Any, validator: Any, kind: str, *env_aliases: str) -> Any:
+    """A field of :class:`PollingOptions`. ``kind`` says how an environment variable is read
+    (``int``, ``bool``, ``str``, ``seconds``); ``env_aliases`` are extra spellings of its name there
+    (the official Python SDK's), after the field's own name."""
+    return attrs.field(default=default, validator=validator, metadata={"kind": kind, "env_aliases": env_aliases})
+
+
 @attrs.frozen
 class PollingOptions:
-    """How a :class:`~conductor_workers.TaskRunner` polls.
+    """How a :class:`~conductor_workers.TaskRunner` polls and runs tasks.
+
+    Every field is also a :class:`~conductor_workers.Worker` option (class attribute or constructor
+    keyword) and an environment variable (see the README); this class is the one list of them.
 
     :param poll_interval: milliseconds to wait after a poll that found nothing.
     :param concurrency: tasks executed at once (the thread-pool size); never polls more than free slots.
@@ -48,15 +65,22 @@ class PollingOptions:
     :param paused: stop polling without stopping the runner; in-flight tasks still finish.
     :param lease_extend: send ``extendLease`` heartbeats while a task runs longer than ~80 % of its
         ``responseTimeoutSeconds``.
+    :param time_limit: seconds a task may run (None: no limit). Past it the task is reported FAILED
+        at once, the worker's thread is interrupted where Python can interrupt it, and whatever it
+        returns later is discarded (see :mod:`conductor_workers.time_limit`).
+    :param time_limit_terminal: report a task over its ``time_limit`` as FAILED_WITH_TERMINAL_ERROR
+        (no retry) instead of FAILED (the task definition's retries apply).
     """
 
-    poll_interval: int = attrs.field(default=100, validator=_int_at_least(0))
-    concurrency: int = attrs.field(default=1, validator=_int_at_least(1))
-    domain: Optional[str] = attrs.field(default=None, validator=_optional_str)
-    worker_id: Optional[str] = attrs.field(default=None, validator=_optional_str)
-    batch_poll_timeout: int = attrs.field(default=2000, validator=_int_at_least(0, MAX_BATCH_POLL_TIMEOUT_MS))
-    paused: bool = attrs.field(default=False, validator=_bool)
-    lease_extend: bool = attrs.field(default=False, validator=_bool)
+    poll_interval: int = _option(100, _int_at_least(0), "int", "polling_interval")
+    concurrency: int = _option(1, _int_at_least(1), "int", "thread_count")
+    domain: Optional[str] = _option(None, _optional_str, "str")
+    worker_id: Optional[str] = _option(None, _optional_str, "str")
+    batch_poll_timeout: int = _option(2000, _int_at_least(0, MAX_BATCH_POLL_TIMEOUT_MS), "int", "poll_timeout")
+    paused: bool = _option(False, _bool, "bool")
+    lease_extend: bool = _option(False, _bool, "bool", "lease_extend_enabled")
+    time_limit: Optional[float] = _option(None, _optional_seconds, "seconds")
+    time_limit_terminal: bool = _option(False, _bool, "bool")
 
     def __attrs_post_init__(self) -> None:
         if self.poll_interval == 0 and self.batch_poll_timeout == 0:
@@ -94,14 +118,9 @@ def check_option_names(options: Mapping[str, Any]) -> None:
 
 # Property names as they appear in environment variables: ours, then the official Python SDK's.
 _ENV_ALIASES: Dict[str, Tuple[str, ...]] = {
-    "poll_interval": ("poll_interval", "polling_interval"),
-    "concurrency": ("concurrency", "thread_count"),
-    "domain": ("domain",),
-    "worker_id": ("worker_id",),
-    "batch_poll_timeout": ("batch_poll_timeout", "poll_timeout"),
-    "paused": ("paused",),
-    "lease_extend": ("lease_extend", "lease_extend_enabled"),
+    field.name: (field.name, *field.metadata["env_aliases"]) for field in attrs.fields(PollingOptions)
 }
+_KINDS: Dict[str, str] = {field.name: field.metadata["kind"] for field in attrs.fields(PollingOptions)}
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
 
@@ -123,16 +142,20 @@ def _candidate_names(task: str, prop: str) -> Tuple[str, ...]:
 
 def _parse(option: str, variable: str, raw: str) -> Any:
     value = raw.strip()
-    if option in ("paused", "lease_extend"):
+    kind = _KINDS[option]
+    if kind == "bool":
         lowered = value.lower()
         if lowered in _TRUE or lowered in _FALSE:
             return lowered in _TRUE
         raise InvalidOptionError(f"environment variable {variable}={raw!r}: expected true/false")
-    if option in ("poll_interval", "concurrency", "batch_poll_timeout"):
+    if kind in ("int", "seconds"):
+        if kind == "seconds" and value.lower() in ("", "none"):
+            return None
         try:
-            return int(float(value))
+            number = float(value)
         except ValueError:
             raise InvalidOptionError(f"environment variable {variable}={raw!r}: expected a number") from None
+        return number if kind == "seconds" else int(number)
     return value or None
 
 

@@ -22,50 +22,53 @@ The loop, per runner:
 
 Options live in one frozen :class:`PollingOptions`, swapped under ``_cond``; the loop reads it once
 per iteration. No I/O happens under a lock.
+
+Here: the lifecycle, the poll loop, dispatch and execution (through the middleware chain). Reporting
+is in :mod:`._reporting` (a mixin), lease extension in :mod:`._lease`, the main-thread exit hook in
+:mod:`._exit`.
 """
 from __future__ import annotations
 
+import functools
 import logging
-import os
 import socket
 import threading
 import time
-import weakref
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import attrs
 
 from ._backoff import Backoff
+from ._exit import stop_at_exit
 from ._failure_log import FailureLog
+from ._lease import LeaseKeeper
+from ._reporting import Reporting, retry_delay
 from .client import ConductorClient
-from .errors import (
-    APIError,
-    ConductorError,
-    EndpointNotSupportedError,
-    ExternalPayloadError,
-    InvalidRequestError,
-    InvalidResponseError,
-    NonRetryableError,
-)
-from .events import TaskEvents, UpdateFailureHook, call_hook
+from .errors import ConductorError, ExternalPayloadError, InvalidResponseError, NonRetryableError
+from .events import TaskEvents, UpdateFailureHook, call_hook, combine
+from .middleware import Middleware, chain
 from .models import Task, TaskResult, TaskResultStatus
 from .options import PollingOptions
-from .payloads import TASK_INPUT, TASK_OUTPUT, payload_size
-from .worker import Worker, run_task
+from .payloads import TASK_INPUT
+from .status import COUNTERS, RunnerStatus
+from .time_limit import TimeLimitMiddleware
+from .worker import TaskContext, Worker, run_task
 
 log = logging.getLogger(__name__)
 
 PollGate = Callable[[str], bool]
-_MIN_UPDATE_ATTEMPTS = 3
-_GIVE_BACK_ATTEMPTS = 3
-_LEASE_FRACTION = 0.8
+_TIME_LIMIT = TimeLimitMiddleware()
+_EXECUTION_COUNTER = {
+    TaskResultStatus.COMPLETED: "executions_completed",
+    TaskResultStatus.IN_PROGRESS: "executions_in_progress",
+}
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 
 _current = threading.local()  # .runner: the TaskRunner whose task this pool thread is running
 
 
-class TaskRunner:
+class TaskRunner(Reporting):
     """Polls, executes and reports the tasks of one worker. Start with :meth:`start`, stop with :meth:`stop`."""
 
     def __init__(
@@ -75,6 +78,7 @@ class TaskRunner:
         options: Optional[PollingOptions] = None,
         *,
         events: Optional[TaskEvents] = None,
+        middleware: Sequence[Middleware] = (),
         on_update_failure: Optional[UpdateFailureHook] = None,
         poll_gate: Optional[PollGate] = None,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
@@ -84,7 +88,11 @@ class TaskRunner:
         #: seconds in-flight tasks get to finish when the host's main thread ends while polling
         self.shutdown_timeout = shutdown_timeout
         self._client = client
-        self._events = events
+        # A Middleware passed as ``events`` wraps executions too, outermost.
+        layers = ([events] if isinstance(events, Middleware) else []) + list(middleware)
+        self._events = combine([events, *middleware])
+        self._handler = chain(worker, layers)
+        self._limited_handler = chain(worker, [*layers, _TIME_LIMIT])  # time_limit set: innermost
         self._on_update_failure = on_update_failure
         self._poll_gate = poll_gate
         self._hostname = socket.gethostname()
@@ -103,12 +111,13 @@ class TaskRunner:
         self._executor: Optional[ThreadPoolExecutor] = None
         self._executor_size = 0
         self._use_v2: Optional[bool] = None  # None: not known yet; False after the server refused it
-        self._lease = _LeaseKeeper(self)
+        self._lease = LeaseKeeper(self)
         self._poll_log = FailureLog(log, f"worker {self.task_type!r}: polling {client.config.server_url}")
         self._report_log = FailureLog(log, f"worker {self.task_type!r}: reporting results")
         self._stats_lock = threading.Lock()  # guards _stats
-        self._stats: Dict[str, Any] = dict.fromkeys(("polled", "completed", "failed", "update_failures"), 0)
+        self._stats: Dict[str, Any] = dict.fromkeys(COUNTERS, 0)
         self._stats.update(last_error=None, last_error_time=None)
+        self._overrunning: Dict[str, float] = {}  # task id -> time.time() it was reported over its time limit
         self._last_contact: Optional[float] = None  # time.time() the server last answered a poll or report
 
     # -- public API --------------------------------------------------------------------------------
@@ -150,7 +159,7 @@ class TaskRunner:
             # Started under the lock, so that a concurrent stop() always finds the thread it must join.
             self._thread = threading.Thread(target=self._poll_loop, name=f"cw-poll-{self.task_type}", daemon=False)
             self._thread.start()
-        _stop_at_exit(self)
+        stop_at_exit(self)
         log.info("%s: polling started with %r", self.task_type, self._options)
 
     def stop(self, timeout: Optional[float] = 30.0) -> bool:
@@ -227,26 +236,24 @@ class TaskRunner:
             self._poke()
             return self._thread
 
-    def status(self) -> Dict[str, Any]:
-        """Options in force, polling/paused, in-flight and counters, for dashboards and health checks.
-
-        ``last_contact`` is when the server last answered a poll or a report (``time.time()``), None
-        before its first answer.
-        """
+    def status(self) -> RunnerStatus:
+        """Options in force, polling/paused, in-flight, overrunning tasks and counters (a frozen value)."""
         with self._stats_lock:
-            stats = dict(self._stats)
+            counters = dict(self._stats)
+            overrunning = tuple(sorted(self._overrunning))
         with self._cond:
             options, in_flight = self._options, self._in_flight
-        stats.update(
+        return RunnerStatus(
             task_type=self.task_type,
-            options=attrs.asdict(options),
+            options=options,
             polling=self.is_polling,
             paused=options.paused,
             in_flight=in_flight,
+            overrunning=overrunning,
             update_v2=self._use_v2,
             last_contact=self._last_contact,
+            **counters,
         )
-        return stats
 
     # -- the poll thread ---------------------------------------------------------------------------
 
@@ -308,7 +315,7 @@ class TaskRunner:
                 self._poll_log.succeeded()
                 had_tasks = self._dispatch(tasks) > 0 if tasks else False
             except Exception as exc:  # noqa: BLE001 - the loop must survive anything; logged below
-                delay = _retry_delay(backoff, exc)
+                delay = retry_delay(backoff, exc)
                 self._record_error(exc)
                 if isinstance(exc, ConductorError):
                     self._poll_log.failed(exc, delay)
@@ -338,7 +345,7 @@ class TaskRunner:
     def _dispatch(self, tasks: List[Task]) -> int:
         """Take as many tasks as there are free slots now; give the rest back. Returns the usable ones."""
         received = time.monotonic()
-        self._count("polled", len(tasks))
+        self._count("tasks_received", len(tasks))
         usable = [task for task in tasks if self._usable(task)]
         with self._cond:
             options = self._options
@@ -410,7 +417,8 @@ class TaskRunner:
             while next_task is not None:
                 current, next_task = next_task, None
                 result = self._execute(current, received)
-                next_task = self._report(current, result, received)
+                if result is not None:  # None: reported already, over its time limit
+                    next_task = self._report(current, result, received)
                 received = time.monotonic()
         except Exception:  # noqa: BLE001 - a pool thread must never lose a slot
             log.exception("%s: unexpected error while handling a task", self.task_type)
@@ -420,7 +428,8 @@ class TaskRunner:
                 self._in_flight -= 1
                 self._poke()
 
-    def _execute(self, task: Task, received: float) -> TaskResult:
+    def _execute(self, task: Task, received: float) -> Optional[TaskResult]:
+        """Run ``task`` through the middleware; its result, None when it was already reported."""
         events = self._events
         options = self._options
         if events is not None:
@@ -430,6 +439,7 @@ class TaskRunner:
             self._lease.track(task, received)
         started = time.monotonic()
         worker_id = options.worker_id or self._hostname
+        context: Optional[TaskContext] = None
         try:
             if task.external_input_payload_storage_path and not task.input_data:
                 task = attrs.evolve(
@@ -437,7 +447,14 @@ class TaskRunner:
                 )
                 if events is not None:
                     call_hook(events.external_payload_used, self.task_type, "READ", TASK_INPUT)
-            result, error = run_task(self.worker, task, worker_id=worker_id)
+            context = TaskContext(
+                task,
+                options.time_limit,
+                functools.partial(self._report_early, task, received=received, worker_id=worker_id),
+                time_limit_terminal=options.time_limit_terminal,
+            )
+            handler = self._handler if options.time_limit is None else self._limited_handler
+            result, error = run_task(self.worker, task, worker_id=worker_id, handler=handler, context=context)
             result = self._fit_output(result)
         except ExternalPayloadError as exc:  # never run a worker on an input it does not have
             error = exc
@@ -451,247 +468,21 @@ class TaskRunner:
         finally:
             if lease:
                 self._lease.untrack(task.task_id)
-        if error is not None and not isinstance(error, NonRetryableError):
+        reported_early = context is not None and not context.settle()
+        if reported_early:
+            with self._stats_lock:
+                self._overrunning.pop(task.task_id, None)
+            assert context is not None and context.early_result is not None
+            log.debug("%s: task %s returned after it was reported over its time limit", self.task_type, task.task_id)
+        elif error is not None and not isinstance(error, NonRetryableError):
             log.warning("%s: task %s raised %s: %s", self.task_type, task.task_id, type(error).__name__, error)
-        self._count("completed" if result.status is TaskResultStatus.COMPLETED else "failed")
+        if not reported_early:
+            self._count(_EXECUTION_COUNTER.get(result.status, "executions_failed"))
         if events is not None:
             if error is not None:
                 call_hook(events.task_failed, task, error)
             call_hook(events.task_finished, task, result, time.monotonic() - started)
-        return result
-
-    def _fit_output(self, result: TaskResult) -> TaskResult:
-        """Fail an output over the server's maximum here; upload one over its threshold if asked to."""
-        output = result.output_data
-        if not output or result.external_output_payload_storage_path:
-            return result
-        try:
-            size = payload_size(output)
-        except (TypeError, ValueError, RecursionError):
-            return result  # not JSON: the report fails the task with that reason
-        config = self._client.config
-        limit = config.max_payload_kb * 1024
-        if size > limit:
-            log.warning("%s: an output of %d bytes is over max_payload_kb=%d; the task fails",
-                        self.task_type, size, config.max_payload_kb)
-            return attrs.evolve(
-                result,
-                status=TaskResultStatus.FAILED_WITH_TERMINAL_ERROR,
-                output_data={},
-                reason_for_incompletion=(
-                    f"the task's output is {size} bytes, more than the server's maximum of {limit} bytes "
-                    f"(max_payload_kb={config.max_payload_kb}); it was not sent"
-                ),
-            )
-        if config.upload_large_payloads and size > config.payload_threshold_kb * 1024:
-            try:
-                path = self._client.payloads.write(output, TASK_OUTPUT)
-            except ConductorError as exc:
-                log.warning("%s: could not upload a %d-byte output (%s); sending it inline", self.task_type, size, exc)
-                return result
-            if path is not None:
-                if self._events is not None:
-                    call_hook(self._events.external_payload_used, self.task_type, "WRITE", TASK_OUTPUT)
-                return attrs.evolve(result, output_data={}, external_output_payload_storage_path=path)
-        return result
-
-    def _may_take_next(self) -> bool:
-        """Whether a task handed back by update-v2 may run in the slot that is finishing."""
-        with self._cond:
-            options = self._options
-            return not (self._stopping or options.paused) and self._in_flight <= options.concurrency
-
-    def _report(self, task: Task, result: TaskResult, received: float) -> Optional[Task]:
-        """Send ``result``; the next task to run in this slot, if update-v2 handed one back.
-
-        Whatever goes wrong, the result ends up either accepted by the server or in
-        :meth:`_update_failed` (ERROR log, ``on_update_failure``, ``update_failed`` event).
-        """
-        backoff: Optional[Backoff] = None  # only a failed report needs one
-        sanitised = False
-        while True:
-            try:
-                if backoff is None:
-                    next_task = self._send(result)
-                else:
-                    # An earlier attempt may have been applied (its answer lost): the plain update
-                    # is a no-op for a task the server already has, and hands out no task to lose.
-                    self._client.tasks.update_task(result)
-                    next_task = None
-                self._last_contact = time.time()
-                self._report_log.succeeded()
-                return next_task
-            except InvalidRequestError as exc:
-                if sanitised:  # not even the failure could be sent (e.g. unserialisable ``extra``)
-                    self._update_failed(task, result, exc)
-                    return None
-                sanitised = True
-                result = attrs.evolve(
-                    result,
-                    status=TaskResultStatus.FAILED,
-                    output_data={},
-                    reason_for_incompletion=f"the worker's output is not JSON-serialisable: {exc}",
-                )
-            except ConductorError as exc:
-                # Transport errors, 5xx/429 and unreadable answers (InvalidResponseError) are retried.
-                retryable = not isinstance(exc, APIError) or exc.retryable
-                if backoff is None:
-                    backoff = Backoff()
-                deadline = received + max(task.response_timeout_seconds, 0)
-                out_of_time = time.monotonic() >= deadline and backoff.attempts + 1 >= _MIN_UPDATE_ATTEMPTS
-                if not retryable or out_of_time or self._abort.is_set():
-                    self._update_failed(task, result, exc)
-                    return None
-                delay = _retry_delay(backoff, exc)
-                self._record_error(exc)  # recovered from if a retry succeeds, but status() shows it
-                self._report_log.failed(exc, delay)
-                log.debug("%s: task %s: report retry %d in %.2fs", self.task_type, task.task_id, backoff.attempts, delay)
-                self._abort.wait(delay)
-            except Exception as exc:  # noqa: BLE001 - a bug must still not make a result vanish
-                log.exception("%s: unexpected error while reporting task %s", self.task_type, task.task_id)
-                self._update_failed(task, result, exc)
-                return None
-
-    def _send(self, result: TaskResult) -> Optional[Task]:
-        if self._use_v2 is False or not self._may_take_next():
-            self._client.tasks.update_task(result)
-            return None
-        try:
-            next_task = self._client.tasks.update_task_v2(result)
-        except EndpointNotSupportedError:
-            if self._use_v2 is not False:
-                log.info("%s: the server has no update-v2; using update + poll", self.task_type)
-            self._use_v2 = False
-            self._client.tasks.update_task(result)
-            return None
-        self._use_v2 = True
-        if next_task is None:
-            return None
-        self._count("polled")
-        if not self._usable(next_task):
-            return None
-        if self._may_take_next():
-            return next_task
-        self._give_back(next_task, self._options)
-        return None
-
-    def _give_back(self, task: Task, options: PollingOptions) -> None:
-        """Return a task this runner will not run, so that another poll gets it at once."""
-        result = TaskResult.in_progress(
-            0,
-            output=task.output_data,
-            task_id=task.task_id,
-            workflow_instance_id=task.workflow_instance_id,
-            worker_id=options.worker_id or self._hostname,
-        )
-        for attempt in range(1, _GIVE_BACK_ATTEMPTS + 1):
-            try:
-                self._client.tasks.update_task(result)
-                log.debug("%s: gave task %s back to the server", self.task_type, task.task_id)
-                return
-            except ConductorError as exc:
-                retryable = not isinstance(exc, APIError) or exc.retryable
-                if attempt == _GIVE_BACK_ATTEMPTS or not retryable or self._abort.is_set():
-                    log.warning(
-                        "%s: could not give task %s back (%s); the server re-queues it after its response timeout",
-                        self.task_type, task.task_id, exc,
-                    )
-                    return
-                self._abort.wait(0.1 * attempt)
-
-    def _update_failed(self, task: Task, result: TaskResult, error: BaseException) -> None:
-        self._count("update_failures")
-        self._record_error(error)
-        log.error(
-            "%s: could not report task %s of workflow %s (status %s): %s; result: %r",
-            self.task_type, task.task_id, task.workflow_instance_id, result.status.value, error, result.output_data,
-        )
-        if self._events is not None:
-            call_hook(self._events.update_failed, task, result, error)
-        call_hook(self._on_update_failure, task, result, error)
-
-    # -- bookkeeping -------------------------------------------------------------------------------
-
-    def _count(self, key: str, amount: int = 1) -> None:
-        with self._stats_lock:
-            self._stats[key] += amount
-
-    def _record_error(self, error: BaseException) -> None:
-        with self._stats_lock:
-            self._stats["last_error"] = f"{type(error).__name__}: {error}"
-            self._stats["last_error_time"] = time.time()
-
-    def send_lease_extension(self, task: Task) -> None:
-        """Tell the server ``task`` is still being worked on (restarts its response-timeout clock)."""
-        result = TaskResult(
-            task_id=task.task_id,
-            workflow_instance_id=task.workflow_instance_id,
-            status=TaskResultStatus.IN_PROGRESS,
-            extend_lease=True,
-            worker_id=self._options.worker_id or self._hostname,
-        )
-        self._client.tasks.update_task(result)
-
-
-class _LeaseKeeper:
-    """One thread per runner that sends ``extendLease`` for tasks running past ~80 % of their timeout."""
-
-    def __init__(self, runner: TaskRunner) -> None:
-        self._runner = runner
-        self._cond = threading.Condition()  # guards _due, _thread and _stopped
-        self._due: Dict[str, Tuple[float, Task]] = {}
-        self._thread: Optional[threading.Thread] = None
-        self._stopped = False
-
-    def track(self, task: Task, received: float) -> None:
-        if task.response_timeout_seconds <= 0:
-            return
-        with self._cond:
-            self._stopped = False
-            self._due[task.task_id] = (received + _LEASE_FRACTION * task.response_timeout_seconds, task)
-            if self._thread is None or not self._thread.is_alive():
-                thread = threading.Thread(target=self._run, name=f"cw-lease-{self._runner.task_type}", daemon=True)
-                try:
-                    thread.start()
-                except RuntimeError as exc:  # e.g. at interpreter shutdown: run on without a lease
-                    self._due.pop(task.task_id, None)
-                    log.warning("%s: no lease extension for task %s: %s", task.task_type, task.task_id, exc)
-                    return
-                self._thread = thread
-            self._cond.notify_all()
-
-    def untrack(self, task_id: str) -> None:
-        with self._cond:
-            self._due.pop(task_id, None)
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._due.clear()
-            self._cond.notify_all()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                if self._stopped:
-                    return
-                now = time.monotonic()
-                due = [(task_id, task) for task_id, (when, task) in self._due.items() if when <= now]
-                for task_id, task in due:
-                    self._due[task_id] = (now + _LEASE_FRACTION * task.response_timeout_seconds, task)
-                if not due:
-                    wait = min((when for when, _ in self._due.values()), default=now + 60.0) - now
-                    self._cond.wait(max(wait, 0.01))
-                    continue
-            for _, task in due:
-                try:
-                    self._runner.send_lease_extension(task)
-                    log.debug("%s: extended the lease of task %s", task.task_type, task.task_id)
-                except ConductorError as exc:
-                    log.warning("%s: lease extension for task %s failed: %s", task.task_type, task.task_id, exc)
-                except Exception:  # noqa: BLE001 - a bug must not end lease extension for every task
-                    log.exception("%s: lease extension for task %s failed", task.task_type, task.task_id)
-
+        return None if reported_early else result
 
 class _Job:
     """Who owns a submitted task's slot: the pool thread that starts it, or the poll thread taking it back."""
@@ -705,62 +496,6 @@ class _Job:
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-
-def _retry_delay(backoff: Backoff, error: BaseException) -> float:
-    """The next backoff delay, or the server's ``Retry-After`` (already capped) when that is longer."""
-    delay = backoff.next()
-    retry_after = getattr(error, "retry_after", None)
-    return max(delay, retry_after) if retry_after else delay
-
-
-# -- the host's main thread ends -----------------------------------------------------------------
-
-_exit_lock = threading.Lock()  # guards _started_runners and _exit_hook_installed
-_started_runners: "weakref.WeakSet[TaskRunner]" = weakref.WeakSet()
-_exit_hook_installed = False
-
-
-def _stop_at_exit(runner: TaskRunner) -> None:
-    """Have ``runner`` stopped when the main thread ends (installed once, at the first start)."""
-    global _exit_hook_installed
-    with _exit_lock:
-        _started_runners.add(runner)
-        if _exit_hook_installed:
-            return
-        _exit_hook_installed = True
-    # CPython calls these hooks when the main thread has ended, before it joins the other threads,
-    # newest first: registered after concurrent.futures' own (imported above), this one runs while
-    # the pools still take work, so that in-flight tasks finish and are reported.
-    if hasattr(os, "register_at_fork"):  # a forked child has none of these runners' threads
-        os.register_at_fork(after_in_child=_started_runners.clear)
-    register = getattr(threading, "_register_atexit", None)
-    if register is None:
-        log.warning("this Python has no threading exit hook: call stop_polling() before the main thread ends")
-        return
-    try:
-        register(_stop_runners_at_exit)
-    except RuntimeError:  # the interpreter is already shutting down
-        log.debug("interpreter shutting down; no exit hook installed")
-
-
-def _stop_runners_at_exit() -> None:
-    with _exit_lock:
-        runners = [runner for runner in _started_runners if runner._thread is not None]
-    busy = [runner for runner in runners if runner.is_polling or runner.in_flight]
-    if not busy:
-        return
-    log.warning(
-        "the main thread ended while %d worker(s) were polling: stopping them (in-flight tasks get up to %.0fs)",
-        len(busy), max(runner.shutdown_timeout for runner in busy),
-    )
-    started = time.monotonic()
-    for runner in busy:
-        runner._begin_stop()
-    for runner in busy:
-        # an abandoned runner (a second Ctrl-C during serve_forever's drain) is not waited for again
-        budget = 0.0 if runner._abort.is_set() else runner.shutdown_timeout
-        runner.stop(max(0.0, started + budget - time.monotonic()))
 
 
 __all__ = ["PollGate", "TaskRunner"]

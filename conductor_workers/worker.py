@@ -26,18 +26,86 @@ _local = threading.local()
 
 
 class TaskContext:
-    """What the runner knows about the task a thread is executing."""
+    """What the runner knows about the task a thread is executing (see :func:`current_context`).
 
-    __slots__ = ("task", "logs")
+    ``time_limit`` is the limit in force when the task started (seconds, None without one) and
+    ``deadline`` the ``time.monotonic()`` it ends at; :meth:`time_remaining` is what a worker that
+    checks cooperatively reads. :meth:`report_now` settles the task's result early, from any thread.
+    """
 
-    def __init__(self, task: Task) -> None:
+    __slots__ = (
+        "task", "logs", "time_limit", "time_limit_terminal", "deadline", "_lock", "_settled", "_reporter",
+        "early_result",
+    )
+
+    def __init__(
+        self,
+        task: Task,
+        time_limit: Optional[float] = None,
+        reporter: Optional[Callable[[TaskResult], None]] = None,
+        *,
+        time_limit_terminal: bool = False,
+    ) -> None:
         self.task = task
         self.logs: List[TaskExecLog] = []
+        self.time_limit = time_limit
+        self.time_limit_terminal = time_limit_terminal
+        self.deadline = None if time_limit is None else time.monotonic() + time_limit
+        self._lock = threading.Lock()  # guards _settled and early_result
+        self._settled = False
+        self._reporter = reporter
+        #: the result :meth:`report_now` settled the task with, None until then
+        self.early_result: Optional[TaskResult] = None
 
     def add_log(self, message: str) -> None:
         self.logs.append(
             TaskExecLog(log=str(message), task_id=self.task.task_id, created_time=int(time.time() * 1000))
         )
+
+    def time_remaining(self) -> Optional[float]:
+        """Seconds left before the task's time limit (negative once past it); None without a limit."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def report_now(self, result: TaskResult) -> bool:
+        """Settle the task with ``result`` now, from any thread, while ``execute`` may still run.
+
+        The runner reports it at once; whatever ``execute`` returns later is discarded (and the
+        task's slot stays taken until it does return). The lines logged so far travel with it.
+        False, and nothing happens, when the task's result was settled already.
+        """
+        with self._lock:
+            if self._settled:
+                return False
+            self._settled = True
+            result = attrs.evolve(
+                result,
+                task_id=result.task_id or self.task.task_id,
+                workflow_instance_id=result.workflow_instance_id or self.task.workflow_instance_id,
+                logs=list(self.logs) + list(result.logs),
+            )
+            self.early_result = result
+        if self._reporter is not None:
+            self._reporter(result)
+        return True
+
+    def settle(self) -> bool:
+        """Claim the result for the normal report; False when :meth:`report_now` settled it first."""
+        with self._lock:
+            if self._settled:
+                return False
+            self._settled = True
+            return True
+
+
+def current_context() -> Optional[TaskContext]:
+    """The :class:`TaskContext` of the task this thread is executing, or None outside ``execute``."""
+    return getattr(_local, "context", None)
+
+
+def time_remaining() -> Optional[float]:
+    """Seconds left before the current task's ``time_limit``; None without a limit or outside ``execute``."""
+    context: Optional[TaskContext] = getattr(_local, "context", None)
+    return context.time_remaining() if context is not None else None
 
 
 def current_task() -> Optional[Task]:
@@ -60,20 +128,14 @@ def add_log(message: str) -> None:
 class Worker:
     """A worker for one task type. Subclass it and implement :meth:`execute`.
 
-    Polling options (``poll_interval`` in ms, ``concurrency``, ``domain``, ``worker_id``,
-    ``batch_poll_timeout`` in ms, ``paused``, ``lease_extend``) may be class attributes or
+    Polling options (the fields of :class:`~conductor_workers.PollingOptions`: ``poll_interval`` in
+    ms, ``concurrency``, ``domain``, ``worker_id``, ``batch_poll_timeout`` in ms, ``paused``,
+    ``lease_extend``, ``time_limit`` in s, ``time_limit_terminal``) may be class attributes or
     constructor keywords; unset ones come from the manager's options, the environment, or defaults.
     ``register_task_def=True`` registers ``task_def`` (or a default definition) when polling starts.
     """
 
     task_def_name: str = ""
-    poll_interval: Optional[int] = None
-    concurrency: Optional[int] = None
-    domain: Optional[str] = None
-    worker_id: Optional[str] = None
-    batch_poll_timeout: Optional[int] = None
-    paused: Optional[bool] = None
-    lease_extend: Optional[bool] = None
     register_task_def: bool = False
     task_def: Optional[TaskDef] = None
 
@@ -108,7 +170,8 @@ class Worker:
 
     def own_options(self) -> Dict[str, Any]:
         """The polling options this worker sets itself (class attributes or constructor keywords)."""
-        return {name: getattr(self, name) for name in OPTION_NAMES if getattr(self, name, None) is not None}
+        found = {name: getattr(self, name, None) for name in OPTION_NAMES}
+        return {name: value for name, value in found.items() if value is not None}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.task_def_name!r}>"
@@ -214,21 +277,31 @@ def to_task_result(value: WorkerResult) -> TaskResult:
     return TaskResult(status=TaskResultStatus.COMPLETED, output_data=_as_output(value))  # no second copy
 
 
+Handler = Callable[[Task], TaskResult]
+
+
 def run_task(
-    worker: Worker, task: Task, *, worker_id: Optional[str] = None
+    worker: Worker,
+    task: Task,
+    *,
+    worker_id: Optional[str] = None,
+    handler: Optional[Handler] = None,
+    context: Optional[TaskContext] = None,
 ) -> Tuple[TaskResult, Optional[BaseException]]:
     """Execute ``task`` with ``worker`` exactly as a runner does; never raises.
 
     Returns the result addressed to the task (ids filled in, ``worker_id`` unless the worker set
-    one, context logs attached) and the
-    exception ``execute`` raised, if any: ``NonRetryableError`` gives FAILED_WITH_TERMINAL_ERROR,
-    anything else FAILED with the message as reason and the traceback in the logs.
+    one, context logs attached) and the exception that escaped, if any: ``NonRetryableError``
+    gives FAILED_WITH_TERMINAL_ERROR, anything else FAILED with the message as reason and the
+    traceback in the logs. ``handler`` is what to call instead of ``worker.execute`` (the worker
+    wrapped in middleware, see :func:`conductor_workers.middleware.chain`).
     """
-    context = TaskContext(task)
+    if context is None:
+        context = TaskContext(task)
     _local.context = context
     error: Optional[BaseException] = None
     try:
-        result = to_task_result(worker.execute(task))
+        result = handler(task) if handler is not None else to_task_result(worker.execute(task))
     except NonRetryableError as exc:
         error = exc
         result = TaskResult.failed(str(exc) or type(exc).__name__, terminal=True)
@@ -253,7 +326,9 @@ __all__ = [
     "TaskContext",
     "Worker",
     "add_log",
+    "current_context",
     "current_task",
+    "time_remaining",
     "run_task",
     "to_task_result",
     "worker_task",

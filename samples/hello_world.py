@@ -105,7 +105,7 @@ def main(argv: "list[str] | None" = None) -> int:
 
     completed = [wf for wf in results if wf.status is WorkflowStatus.COMPLETED]
     for wf in results[:3]:
-        print(f"{wf.workflow_id}: {wf.status.value} {wf.output}")
+        print(f"{wf.workflow_id}: {wf.status} {wf.output}")
     wrong = [wf for wf in completed if not str(wf.output.get("greeting", "")).startswith("HELLO, ")]
     print(
         f"{len(completed)}/{len(ids)} workflows completed in {elapsed:.2f}s "

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import urllib.request
+from typing import Any, Callable, Dict, List
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from _common import conductor_client
@@ -33,10 +34,10 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def make_app(manager: TaskManager):
-    def app(environ, start_response):  # type: ignore[no-untyped-def]
+def make_app(manager: TaskManager) -> Callable[..., List[bytes]]:
+    def app(environ: Dict[str, Any], start_response: Callable[..., Any]) -> List[bytes]:
         if environ.get("PATH_INFO") == "/status":
-            body = json.dumps(manager.status(), default=str).encode()
+            body = json.dumps({name: s.to_dict() for name, s in manager.status().items()}).encode()
             start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
             return [body]
         start_response("404 Not Found", [("Content-Length", "0")])
@@ -75,8 +76,8 @@ def main(argv: "list[str] | None" = None) -> int:
             workflow = executor.wait_for_workflow(workflow_id, timeout=30)
             status_url = f"http://127.0.0.1:{httpd.server_port}/status"
             status = json.loads(urllib.request.urlopen(status_url, timeout=5).read())
-            print(f"workflow {workflow.status.value} {workflow.output}; /status says",
-                  {name: s["completed"] for name, s in status.items()}, "completed")
+            print(f"workflow {workflow.status} {workflow.output}; /status says",
+                  {name: s["executions_completed"] for name, s in status.items()}, "completed")
             stop.wait(args.serve_seconds or None)
         finally:
             httpd.shutdown()

@@ -57,7 +57,7 @@ def main() -> int:
             workflow_id = executor.start_workflow(WORKFLOW, {}, version=1)
             workflow = executor.wait_for_workflow(workflow_id, timeout=60)
     task = workflow.task_by_ref("export")
-    print(f"{workflow.status.value}: delivered {task.poll_count if task else '?'} times, output {workflow.output}")
+    print(f"{workflow.status}: delivered {task.poll_count if task else '?'} times, output {workflow.output}")
     return 0 if workflow.status is WorkflowStatus.COMPLETED and task and task.poll_count >= 2 else 1
 
 

@@ -154,10 +154,10 @@ def main(argv: "list[str] | None" = None) -> int:
     good = [wf for wf, (n, items, express) in zip(results, orders)
             if wf.status is WorkflowStatus.COMPLETED and wf.output == expected(n, items, express)]
     for wf in results[:2]:
-        print(f"{wf.workflow_id}: {wf.status.value} {wf.output}")
+        print(f"{wf.workflow_id}: {wf.status} {wf.output}")
     for wf, order in zip(results, orders):
         if wf not in good:
-            print(f"order {order[0]}: {wf.status.value} {wf.output} {wf.reason_for_incompletion or ''}")
+            print(f"order {order[0]}: {wf.status} {wf.output} {wf.reason_for_incompletion or ''}")
     print(f"{len(good)}/{len(orders)} orders completed correctly in {elapsed:.2f}s; workers drained: {drained}")
     return 0 if len(good) == len(orders) and drained else 1
 

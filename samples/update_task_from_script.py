@@ -48,7 +48,7 @@ def main() -> int:
         # By reference name: no task id needed, only the workflow id (output is merged).
         executor.update_task_by_ref_name("approve", workflow_id, TaskResultStatus.COMPLETED, {"approved_by": "ada"})
         workflow = executor.wait_for_workflow(workflow_id, timeout=30)
-    print(f"{workflow.status.value}: {workflow.output}")
+    print(f"{workflow.status}: {workflow.output}")
     return 0 if workflow.status is WorkflowStatus.COMPLETED and workflow.output == {"approved_by": "ada"} else 1
 
 

@@ -113,5 +113,5 @@ def test_sigkill_and_restart_on_the_same_file_loses_nothing(tmp_path: Path, serv
 
     assert [wf.status for wf in results] == [WorkflowStatus.COMPLETED] * len(ids)
     assert [wf.output["n"] for wf in results] == list(range(len(ids)))
-    assert any(worker["last_error"] for worker in status.values()), "the outage should show in status()"
+    assert any(worker.last_error for worker in status.values()), "the outage should show in status()"
     client.close()

@@ -32,6 +32,8 @@ def run_sample(name: str, *args: str, server_url: "str | None" = None) -> "subpr
         ("long_running.py", ()),
         ("update_task_from_script.py", ()),
         ("legacy_service.py", ("--serve-seconds", "0.5")),
+        ("time_limits.py", ()),
+        ("tracing.py", ()),
     ],
 )
 def test_sample_on_embedded_server(name: str, args: "tuple[str, ...]") -> None:

@@ -316,8 +316,8 @@ def test_task_logs(client):
     reg = register_simple_workflow(client, ["a"])
     client.workflows.start_by_name(reg.workflow, {})
     task = poll_one(client, reg.task_types[0])
-    client.tasks.add_log(task.task_id, "first line")
-    client.tasks.add_log(task.task_id, "second line")
+    client.tasks.append_log(task.task_id, "first line")
+    client.tasks.append_log(task.task_id, "second line")
     logs = wait_until(
         lambda: [logs for logs in [client.tasks.get_logs(task.task_id)] if len(logs) >= 2],
         timeout=10,

@@ -1,11 +1,11 @@
-"""MetricsEvents in a user's own prometheus_client registry, fed by a real TaskManager run."""
+"""MetricsMiddleware in a user's own prometheus_client registry, fed by a real TaskManager run."""
 from __future__ import annotations
 
 import pytest
 
 from conductor_workers import ConductorClient, Configuration, TaskManager, WorkflowDef, WorkflowExecutor, WorkflowTask
 from conductor_workers import TaskDef, WorkflowStatus, worker_task
-from conductor_workers.metrics import MetricsEvents
+from conductor_workers.metrics import MetricsMiddleware
 from conductor_workers.testing import LocalConductor
 
 prometheus_client = pytest.importorskip("prometheus_client")
@@ -27,7 +27,7 @@ def samples(registry) -> dict:
 
 def test_a_registry_of_the_users_own_reads_the_managers_figures() -> None:
     registry = prometheus_client.CollectorRegistry()
-    events = MetricsEvents()
+    events = MetricsMiddleware()
     events.register(registry)
     with LocalConductor() as server, ConductorClient(Configuration(server_url=server.url)) as client:
         client.metadata.register_task_defs([TaskDef(name="metrics_registry_echo", retry_count=0)])

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from conductor_workers.errors import ConductorError
+
 from conductor_workers.models import (
     REASON_MAX_CHARS,
     PollData,
@@ -526,6 +528,7 @@ def test_task_result_status_coerce():
     assert TaskResultStatus.coerce("FAILED_WITH_TERMINAL_ERROR") is terminal
     with pytest.raises(ValueError) as info:
         TaskResultStatus.coerce("DONE")
+    assert isinstance(info.value, ConductorError)  # one exception root, also for a bad status name
     message = str(info.value)
     assert "'DONE'" in message
     for name in ("IN_PROGRESS", "FAILED", "FAILED_WITH_TERMINAL_ERROR", "COMPLETED"):

@@ -33,7 +33,10 @@ def test_defaults():
         "batch_poll_timeout",
         "paused",
         "lease_extend",
+        "time_limit",
+        "time_limit_terminal",
     }
+    assert options.time_limit is None and options.time_limit_terminal is False
 
 
 @pytest.mark.parametrize(
@@ -53,6 +56,12 @@ def test_defaults():
         ({"lease_extend": None}, "lease_extend must be True or False"),
         ({"domain": ""}, "domain must be a non-empty string"),
         ({"worker_id": 7}, "worker_id must be a non-empty string"),
+        ({"time_limit": 0}, "time_limit must be a number of seconds > 0"),
+        ({"time_limit": -1.5}, "time_limit must be a number of seconds > 0"),
+        ({"time_limit": "5"}, "time_limit must be a number of seconds > 0"),
+        ({"time_limit": float("nan")}, "time_limit must be a number of seconds > 0"),
+        ({"time_limit": float("inf")}, "time_limit must be a number of seconds > 0"),
+        ({"time_limit_terminal": "yes"}, "time_limit_terminal must be True or False"),
         ({"foo": 1}, "unknown polling option(s) foo"),
     ],
 )
@@ -154,6 +163,9 @@ def test_mixed_case_task_name():
         ({"conductor_worker_greet_domain": "blue"}, {"domain": "blue"}),
         ({"conductor_worker_greet_domain": ""}, {"domain": None}),
         ({"CONDUCTOR_WORKER_GREET_WORKER_ID": " host-9 "}, {"worker_id": "host-9"}),
+        ({"CONDUCTOR_WORKER_GREET_TIME_LIMIT": "2.5"}, {"time_limit": 2.5}),
+        ({"conductor_worker_all_time_limit": "none"}, {"time_limit": None}),
+        ({"conductor.worker.greet.time_limit_terminal": "true"}, {"time_limit_terminal": True}),
         ({"CONDUCTOR_SERVER_URL": "http://x", "unrelated": "1"}, {}),
     ],
 )
@@ -224,6 +236,7 @@ def test_several_properties_at_once():
         ("CONDUCTOR_WORKER_ALL_POLLING_INTERVAL", "1s"),
         ("conductor.worker.greet.paused", "maybe"),
         ("CONDUCTOR_WORKER_LEASE_EXTEND_ENABLED", "enabled"),
+        ("CONDUCTOR_WORKER_GREET_TIME_LIMIT", "5s"),
     ],
 )
 def test_bad_env_values_name_the_variable(variable, raw):
@@ -237,6 +250,21 @@ def test_env_values_that_parse_but_are_invalid_are_rejected_by_resolve():
     found = options_from_env("greet", {"CONDUCTOR_WORKER_GREET_CONCURRENCY": "0"})
     with pytest.raises(InvalidOptionError, match="concurrency"):
         resolve_options(environment=found)
+    found = options_from_env("greet", {"CONDUCTOR_WORKER_GREET_TIME_LIMIT": "-3"})
+    with pytest.raises(InvalidOptionError, match="time_limit"):
+        resolve_options(environment=found)
+
+
+def test_every_option_is_read_from_the_environment_and_settable_on_a_worker():
+    """One list of options (PollingOptions' fields): the environment and Worker follow it."""
+    from conductor_workers import Worker
+
+    samples = {"int": ("7", 7), "bool": ("true", True), "str": ("blue", "blue"), "seconds": ("1.5", 1.5)}
+    for field in attrs.fields(PollingOptions):
+        raw, value = samples[field.metadata["kind"]]
+        assert options_from_env("greet", {f"CONDUCTOR_WORKER_GREET_{field.name.upper()}": raw}) == {field.name: value}
+        worker = Worker("greet", **{field.name: value})
+        assert worker.own_options() == {field.name: value}
 
 
 def test_options_from_env_reads_os_environ(monkeypatch):

@@ -425,3 +425,27 @@ def test_run_task_keeps_ids_a_worker_set_itself():
     assert error is None
     assert (result.task_id, result.workflow_instance_id) == ("explicit", "wf-x")
     assert result.status is TaskResultStatus.IN_PROGRESS and result.callback_after_seconds == 5
+
+
+def test_runner_status_is_a_frozen_value_with_json_ready_dict() -> None:
+    import json
+
+    import attrs
+    import pytest
+
+    from conductor_workers import ConductorClient, Configuration, PollingOptions, RunnerStatus, TaskRunner, Worker
+
+    client = ConductorClient(Configuration(server_url="http://127.0.0.1:9/api"))
+    try:
+        runner = TaskRunner(Worker("never_started"), client, PollingOptions(concurrency=3, time_limit=2.5))
+        status = runner.status()
+    finally:
+        client.close()
+    assert isinstance(status, RunnerStatus)
+    assert (status.polling, status.in_flight, status.overrunning, status.tasks_received) == (False, 0, (), 0)
+    assert status.executions_completed == status.executions_failed == status.reports_failed == 0
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        status.in_flight = 1  # type: ignore[misc]
+    data = json.loads(json.dumps(status.to_dict()))
+    assert data["options"]["concurrency"] == 3 and data["options"]["time_limit"] == 2.5
+    assert data["overrunning"] == [] and data["task_type"] == "never_started"

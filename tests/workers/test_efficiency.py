@@ -29,7 +29,7 @@ def test_requests_per_task_with_a_busy_queue(proxied_env: Env) -> None:
     manager.start_polling()
     workflows = proxied_env.wait_all(ids)
     assert all(wf.status is WorkflowStatus.COMPLETED for wf in workflows)
-    wait_until(lambda: manager.status()[flow.task_name]["completed"] == TASKS, timeout=10, message="all reported")
+    wait_until(lambda: manager.status()[flow.task_name].executions_completed == TASKS, timeout=10, message="all reported")
     requests = proxy.requests
     kinds = Counter(f"{r.method} {r.path.rsplit('/', 1)[0] if 'poll' in r.path else r.path}" for r in requests)
     ratio = len(requests) / TASKS

@@ -101,8 +101,8 @@ def test_truncated_update_v2_answer_is_retried_as_a_plain_update(server, manager
     assert executed == ["t-1"]
     assert failed == []
     status = manager.status()["greet"]
-    assert status["update_failures"] == 0
-    assert status["last_error"]  # the broken answer is on record
+    assert status.reports_failed == 0
+    assert status.last_error  # the broken answer is on record
 
 
 def test_a_result_whose_answers_keep_breaking_reaches_on_update_failure(server, managers):
@@ -119,8 +119,8 @@ def test_a_result_whose_answers_keep_breaking_reaches_on_update_failure(server, 
     assert task.task_id == "t-1" and result.output_data == {"hello": "Ada"}
     assert server.count("POST", "tasks") >= 2  # retried (as plain updates) before giving up
     status = manager.status()["greet"]
-    assert status["update_failures"] == 1
-    assert status["last_error"]
+    assert status.reports_failed == 1
+    assert status.last_error
 
 
 def test_lease_extension_survives_a_broken_answer(server, managers):
@@ -212,7 +212,7 @@ def test_a_task_without_ids_is_not_executed(server, managers):
     wait_until(lambda: server.count("GET", "tasks/poll/batch/greet") >= 3, 10)
     assert executed == []
     assert server.count("POST", "tasks") == 0 and server.count("POST", "tasks/update-v2") == 0
-    assert "without taskId" in manager.status()["greet"]["last_error"]
+    assert "without taskId" in manager.status()["greet"].last_error
 
 
 # -- 5. stop_polling() from inside a worker --------------------------------------------------------------

@@ -41,10 +41,10 @@ def test_server_down_while_tasks_run_loses_no_result(proxied_env: Env) -> None:
     assert [wf.status for wf in workflows] == [WorkflowStatus.COMPLETED] * 8
     assert sorted(wf.output["out"]["i"] for wf in workflows) == list(range(8))
     status = manager.status()[flow.task_name]
-    assert status["update_failures"] == 0
-    assert status["completed"] == 8
-    assert status["last_error"], "the outage left no trace in status()"
-    assert status["last_error_time"] >= cut_at
+    assert status.reports_failed == 0
+    assert status.executions_completed == 8
+    assert status.last_error, "the outage left no trace in status()"
+    assert status.last_error_time >= cut_at
     assert len(running) == 8  # each task ran once: nothing was re-delivered
 
 
@@ -61,7 +61,7 @@ def test_poll_side_outage_recovers_by_itself(proxied_env: Env) -> None:
     manager.start_polling()
     wait_until(lambda: any(r.path.startswith("/api/tasks/poll") for r in proxy.requests), message="a poll")
     proxy.cut()
-    wait_until(lambda: manager.status()[flow.task_name]["last_error"], timeout=30, message="a failed poll")
+    wait_until(lambda: manager.status()[flow.task_name].last_error, timeout=30, message="a failed poll")
     time.sleep(3.0)
     proxy.restore()
     workflow = proxied_env.wait(flow.start({"i": 5}))
@@ -95,8 +95,8 @@ def test_update_v2_fallback(proxied_env: Env, status: int, body: str, content_ty
     assert all(wf.status is WorkflowStatus.COMPLETED for wf in workflows)
     assert sorted(wf.output["out"]["i"] for wf in workflows) == list(range(20))
     state = manager.status()[flow.task_name]
-    assert state["update_v2"] is False
-    assert state["update_failures"] == 0
+    assert state.update_v2 is False
+    assert state.reports_failed == 0
     tried_v2 = sum(1 for r in proxy.requests if r.path == "/api/tasks/update-v2")
     assert 1 <= tried_v2 <= 2, f"update-v2 tried {tried_v2} times (at most once per slot)"
     plain = sum(1 for r in proxy.requests if r.method == "POST" and r.path == "/api/tasks")
@@ -114,7 +114,7 @@ def test_update_v2_is_used_on_a_normal_server(env: Env) -> None:
     manager.start_polling()
     assert env.wait(flow.start({"i": 1})).status is WorkflowStatus.COMPLETED
     # the workflow completes on the server before update-v2's answer reaches the runner
-    wait_until(lambda: manager.status()[flow.task_name]["update_v2"] is True, timeout=10, message="update_v2")
+    wait_until(lambda: manager.status()[flow.task_name].update_v2 is True, timeout=10, message="update_v2")
 
 
 class Recorder(TaskEvents):
@@ -180,7 +180,7 @@ def test_refused_update_calls_hooks_and_logs(proxied_env: Env, caplog: pytest.Lo
     ((hook_task, hook_result, hook_error),) = recorder.names("update_failed")
     assert (hook_task.task_id, hook_result, hook_error) == (doomed, result, error)
     assert [r for r in caplog.records if r.levelno == logging.ERROR and doomed in r.getMessage()]
-    assert manager.status()[flow.task_name]["update_failures"] == 1
+    assert manager.status()[flow.task_name].reports_failed == 1
     # the server still has it: nothing was reported
     assert proxied_env.executor.get_task(doomed).status is TaskStatus.IN_PROGRESS
 

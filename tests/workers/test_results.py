@@ -144,7 +144,7 @@ def test_every_return_and_raise_form(any_env: Env) -> None:
                 problems.append(f"{case.name}: logs {any_env.logs(case_task_id)!r} lack {case.logs!r}")
     assert not problems, "\n".join(problems)
     status = manager.status()
-    assert sum(s["update_failures"] for s in status.values()) == 0
+    assert sum(s.reports_failed for s in status.values()) == 0
     assert manager.stop_polling(timeout=10)
 
 

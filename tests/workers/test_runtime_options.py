@@ -27,7 +27,7 @@ def test_pause_takes_no_new_tasks_and_resume_completes_them(env: Env) -> None:
     wait_until(lambda: len(ran) == 2, message="two tasks running")
 
     manager.update_polling_option_for_worker(flow.task_name, paused=True)
-    assert manager.status()[flow.task_name]["paused"] is True
+    assert manager.status()[flow.task_name].paused is True
     more = flow.start_many(4)
     gate.set()  # the in-flight tasks finish and are reported while paused
     assert all(wf.status is WorkflowStatus.COMPLETED for wf in env.wait_all(first))
@@ -85,7 +85,7 @@ def test_options_from_environment_and_precedence(env: Env) -> None:
     manager.update_polling_options(domain="red")
     assert {manager.options_for(n).domain for n in (a, b, c)} == {"red"}
     assert manager.options_for(c).lease_extend is True  # untouched fields keep their values
-    assert manager.status()[a]["options"]["concurrency"] == 2
+    assert manager.status()[a].options.concurrency == 2
 
 
 def test_worker_options_without_environment_use_defaults(env: Env) -> None:

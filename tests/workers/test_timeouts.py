@@ -31,7 +31,7 @@ def test_lease_extension_keeps_a_long_task_alive(any_env: Env) -> None:
     assert task.status is TaskStatus.COMPLETED
     assert task.output_data == {"slept": WORK_SECONDS}
     assert executed == [task.task_id]
-    assert manager.status()[flow.task_name]["update_failures"] == 0
+    assert manager.status()[flow.task_name].reports_failed == 0
 
 
 def test_without_lease_extension_a_long_task_times_out_and_is_retried(any_env: Env) -> None:

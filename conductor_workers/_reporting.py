@@ -1,0 +1,259 @@
+"""Reporting results: send (update-v2 or the plain update), retry with backoff, give back, and the
+update-failure path. A mixin of :class:`~conductor_workers.runner.TaskRunner`, kept apart so that
+the poll loop reads on one screen.
+
+Whatever goes wrong while reporting, a result ends up either accepted by the server or in
+``_update_failed`` (ERROR log, ``on_update_failure``, the ``update_failed`` hook): never dropped.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Dict, Optional
+
+import attrs
+
+from ._backoff import Backoff
+from ._failure_log import FailureLog
+from ._lease import LeaseKeeper
+from .client import ConductorClient
+from .errors import APIError, ConductorError, EndpointNotSupportedError, InvalidRequestError
+from .events import TaskEvents, UpdateFailureHook, call_hook
+from .models import Task, TaskResult, TaskResultStatus
+from .options import PollingOptions
+from .payloads import TASK_OUTPUT, payload_size
+
+log = logging.getLogger("conductor_workers.runner")
+
+_MIN_UPDATE_ATTEMPTS = 3
+_GIVE_BACK_ATTEMPTS = 3
+
+
+class Reporting:
+    """The reporting half of a runner; the attributes below are the runner's."""
+
+    task_type: str
+    _client: ConductorClient
+    _options: PollingOptions
+    _events: Optional[TaskEvents]
+    _on_update_failure: Optional[UpdateFailureHook]
+    _hostname: str
+    _cond: threading.Condition
+    _stopping: bool
+    _in_flight: int
+    _abort: threading.Event
+    _use_v2: Optional[bool]
+    _lease: LeaseKeeper
+    _report_log: FailureLog
+    _stats_lock: threading.Lock
+    _stats: Dict[str, Any]
+    _overrunning: Dict[str, float]
+    _last_contact: Optional[float]
+
+    def _usable(self, task: Task) -> bool:
+        raise NotImplementedError  # the runner's
+
+    def _report_early(self, task: Task, result: TaskResult, received: float, worker_id: str) -> None:
+        """Report a result settled while the task's thread still runs (over its time limit), at once.
+
+        The report runs on a thread of its own: the caller is the time-limit watchdog, which must
+        not wait for HTTP. The task's slot stays taken until its own thread returns.
+        """
+        result = attrs.evolve(result, worker_id=result.worker_id or worker_id)
+        self._count("executions_failed")
+        with self._stats_lock:
+            self._overrunning[task.task_id] = time.time()
+        self._lease.untrack(task.task_id)
+        thread = threading.Thread(
+            target=self._report, args=(task, result, received), kwargs={"take_next": False},
+            name=f"cw-report-{self.task_type}", daemon=False,
+        )
+        try:
+            thread.start()
+        except RuntimeError:  # interpreter shutdown: report from here rather than not at all
+            self._report(task, result, received, take_next=False)
+
+    def _fit_output(self, result: TaskResult) -> TaskResult:
+        """Fail an output over the server's maximum here; upload one over its threshold if asked to."""
+        output = result.output_data
+        if not output or result.external_output_payload_storage_path:
+            return result
+        try:
+            size = payload_size(output)
+        except (TypeError, ValueError, RecursionError):
+            return result  # not JSON: the report fails the task with that reason
+        config = self._client.config
+        limit = config.max_payload_kb * 1024
+        if size > limit:
+            log.warning("%s: an output of %d bytes is over max_payload_kb=%d; the task fails",
+                        self.task_type, size, config.max_payload_kb)
+            return attrs.evolve(
+                result,
+                status=TaskResultStatus.FAILED_WITH_TERMINAL_ERROR,
+                output_data={},
+                reason_for_incompletion=(
+                    f"the task's output is {size} bytes, more than the server's maximum of {limit} bytes "
+                    f"(max_payload_kb={config.max_payload_kb}); it was not sent"
+                ),
+            )
+        if config.upload_large_payloads and size > config.payload_threshold_kb * 1024:
+            try:
+                path = self._client.payloads.write(output, TASK_OUTPUT)
+            except ConductorError as exc:
+                log.warning("%s: could not upload a %d-byte output (%s); sending it inline", self.task_type, size, exc)
+                return result
+            if path is not None:
+                if self._events is not None:
+                    call_hook(self._events.external_payload_used, self.task_type, "WRITE", TASK_OUTPUT)
+                return attrs.evolve(result, output_data={}, external_output_payload_storage_path=path)
+        return result
+
+    def _may_take_next(self) -> bool:
+        """Whether a task handed back by update-v2 may run in the slot that is finishing."""
+        with self._cond:
+            options = self._options
+            return not (self._stopping or options.paused) and self._in_flight <= options.concurrency
+
+    def _report(self, task: Task, result: TaskResult, received: float, *, take_next: bool = True) -> Optional[Task]:
+        """Send ``result``; the next task to run in this slot, if update-v2 handed one back.
+
+        Whatever goes wrong, the result ends up either accepted by the server or in
+        :meth:`_update_failed` (ERROR log, ``on_update_failure``, ``update_failed`` event).
+        """
+        backoff: Optional[Backoff] = None  # only a failed report needs one
+        sanitised = False
+        started = time.monotonic()
+        while True:
+            try:
+                if backoff is None:
+                    next_task = self._send(result, take_next)
+                else:
+                    # An earlier attempt may have been applied (its answer lost): the plain update
+                    # is a no-op for a task the server already has, and hands out no task to lose.
+                    self._client.tasks.update_task(result)
+                    next_task = None
+                self._last_contact = time.time()
+                self._report_log.succeeded()
+                self._count("reports_accepted")
+                if self._events is not None:
+                    call_hook(self._events.task_updated, task, result, time.monotonic() - started)
+                return next_task
+            except InvalidRequestError as exc:
+                if sanitised:  # not even the failure could be sent (e.g. unserialisable ``extra``)
+                    self._update_failed(task, result, exc)
+                    return None
+                sanitised = True
+                result = attrs.evolve(
+                    result,
+                    status=TaskResultStatus.FAILED,
+                    output_data={},
+                    reason_for_incompletion=f"the worker's output is not JSON-serialisable: {exc}",
+                )
+            except ConductorError as exc:
+                # Transport errors, 5xx/429 and unreadable answers (InvalidResponseError) are retried.
+                retryable = not isinstance(exc, APIError) or exc.retryable
+                if backoff is None:
+                    backoff = Backoff()
+                deadline = received + max(task.response_timeout_seconds, 0)
+                out_of_time = time.monotonic() >= deadline and backoff.attempts + 1 >= _MIN_UPDATE_ATTEMPTS
+                if not retryable or out_of_time or self._abort.is_set():
+                    self._update_failed(task, result, exc)
+                    return None
+                delay = retry_delay(backoff, exc)
+                self._record_error(exc)  # recovered from if a retry succeeds, but status() shows it
+                self._report_log.failed(exc, delay)
+                log.debug("%s: task %s: report retry %d in %.2fs", self.task_type, task.task_id, backoff.attempts, delay)
+                self._abort.wait(delay)
+            except Exception as exc:  # noqa: BLE001 - a bug must still not make a result vanish
+                log.exception("%s: unexpected error while reporting task %s", self.task_type, task.task_id)
+                self._update_failed(task, result, exc)
+                return None
+
+    def _send(self, result: TaskResult, take_next: bool = True) -> Optional[Task]:
+        if self._use_v2 is False or not take_next or not self._may_take_next():
+            self._client.tasks.update_task(result)
+            return None
+        try:
+            next_task = self._client.tasks.update_task_v2(result)
+        except EndpointNotSupportedError:
+            if self._use_v2 is not False:
+                log.info("%s: the server has no update-v2; using update + poll", self.task_type)
+            self._use_v2 = False
+            self._client.tasks.update_task(result)
+            return None
+        self._use_v2 = True
+        if next_task is None:
+            return None
+        self._count("tasks_received")
+        if not self._usable(next_task):
+            return None
+        if self._may_take_next():
+            return next_task
+        self._give_back(next_task, self._options)
+        return None
+
+    def _give_back(self, task: Task, options: PollingOptions) -> None:
+        """Return a task this runner will not run, so that another poll gets it at once."""
+        result = TaskResult.in_progress(
+            0,
+            output=task.output_data,
+            task_id=task.task_id,
+            workflow_instance_id=task.workflow_instance_id,
+            worker_id=options.worker_id or self._hostname,
+        )
+        for attempt in range(1, _GIVE_BACK_ATTEMPTS + 1):
+            try:
+                self._client.tasks.update_task(result)
+                log.debug("%s: gave task %s back to the server", self.task_type, task.task_id)
+                return
+            except ConductorError as exc:
+                retryable = not isinstance(exc, APIError) or exc.retryable
+                if attempt == _GIVE_BACK_ATTEMPTS or not retryable or self._abort.is_set():
+                    log.warning(
+                        "%s: could not give task %s back (%s); the server re-queues it after its response timeout",
+                        self.task_type, task.task_id, exc,
+                    )
+                    return
+                self._abort.wait(0.1 * attempt)
+
+    def _update_failed(self, task: Task, result: TaskResult, error: BaseException) -> None:
+        self._count("reports_failed")
+        self._record_error(error)
+        log.error(
+            "%s: could not report task %s of workflow %s (status %s): %s; result: %r",
+            self.task_type, task.task_id, task.workflow_instance_id, result.status.value, error, result.output_data,
+        )
+        if self._events is not None:
+            call_hook(self._events.update_failed, task, result, error)
+        call_hook(self._on_update_failure, task, result, error)
+
+    def _count(self, key: str, amount: int = 1) -> None:
+        with self._stats_lock:
+            self._stats[key] += amount
+
+    def _record_error(self, error: BaseException) -> None:
+        with self._stats_lock:
+            self._stats["last_error"] = f"{type(error).__name__}: {error}"
+            self._stats["last_error_time"] = time.time()
+
+    def send_lease_extension(self, task: Task) -> None:
+        """Tell the server ``task`` is still being worked on (restarts its response-timeout clock)."""
+        result = TaskResult(
+            task_id=task.task_id,
+            workflow_instance_id=task.workflow_instance_id,
+            status=TaskResultStatus.IN_PROGRESS,
+            extend_lease=True,
+            worker_id=self._options.worker_id or self._hostname,
+        )
+        self._client.tasks.update_task(result)
+
+
+def retry_delay(backoff: Backoff, error: BaseException) -> float:
+    """The next backoff delay, or the server's ``Retry-After`` (already capped) when that is longer."""
+    delay = backoff.next()
+    retry_after = getattr(error, "retry_after", None)
+    return max(delay, retry_after) if retry_after else delay
+
+
+__all__ = ["Reporting", "retry_delay"]
