@@ -51,7 +51,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _run_server(args: argparse.Namespace) -> int:
-    from .testing import LocalConductor
+    from .server import LocalConductor
 
     try:
         auth_value = args.auth if args.auth is not None else os.environ.get("LOCAL_CONDUCTOR_AUTH")

@@ -1,14 +1,14 @@
 """Testing helpers for code that uses ``conductor_workers``.
 
-:class:`LocalConductor` is an in-process Conductor-compatible server (SIMPLE tasks only);
+:class:`LocalConductor` is an in-process Conductor-compatible server that runs SIMPLE tasks for
+workers and the system tasks workflows use (it lives in :mod:`conductor_workers.server`);
 :func:`run_worker` runs one worker on one task input without any server; the pytest fixtures
 ``local_conductor`` and ``conductor_client`` live in :mod:`conductor_workers.testing.pytest_plugin`.
 """
 
 from __future__ import annotations
 
-from ._engine import PayloadLimits
+from ..server import LocalConductor, PayloadLimits
 from ._helpers import run_worker
-from ._local import LocalConductor
 
 __all__ = ["LocalConductor", "PayloadLimits", "run_worker"]

@@ -13,7 +13,7 @@ import pytest
 
 from ..client import ConductorClient
 from ..config import Configuration
-from ._local import LocalConductor
+from ..server import LocalConductor
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,9 @@ import pytest
 import requests
 from lc_support import simple
 
-from conductor_workers.testing._engine import Engine
-from conductor_workers.testing._http import Api, ConductorHTTPServer
+from conductor_workers.server.engine import Engine
+from conductor_workers.server.http import ConductorHTTPServer
+from conductor_workers.server.routes import Api
 
 pytestmark = [
     pytest.mark.slow,

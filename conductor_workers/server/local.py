@@ -20,8 +20,11 @@ import threading
 from types import TracebackType
 from typing import Iterable, Optional, Tuple, Type
 
-from ._engine import Engine, PayloadLimits
-from ._http import Api, ConductorHTTPServer, TokenAuth
+from .auth import TokenAuth
+from .engine import Engine
+from .http import ConductorHTTPServer
+from .payloads import PayloadLimits
+from .routes import Api
 
 log = logging.getLogger(__name__)
 
