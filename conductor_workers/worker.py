@@ -132,7 +132,8 @@ class Worker:
     ms, ``concurrency``, ``domain``, ``worker_id``, ``batch_poll_timeout`` in ms, ``paused``,
     ``lease_extend``, ``time_limit`` in s, ``time_limit_terminal``) may be class attributes or
     constructor keywords; unset ones come from the manager's options, the environment, or defaults.
-    ``register_task_def=True`` registers ``task_def`` (or a default definition) when polling starts.
+    ``register_task_def=True`` registers ``task_def`` (or a default definition) when polling starts;
+    a ``task_def`` without a name gets the worker's task type, one with another name is refused.
     """
 
     task_def_name: str = ""
@@ -158,6 +159,16 @@ class Worker:
             self.register_task_def = register_task_def
         if task_def is not None:
             self.task_def = task_def
+        if self.task_def is not None:  # given here or as a class attribute
+            if not isinstance(self.task_def, TaskDef):
+                raise InvalidOptionError(f"task_def must be a TaskDef, got {type(self.task_def).__name__}")
+            if not self.task_def.name:
+                self.task_def = attrs.evolve(self.task_def, name=self.task_def_name)
+            elif self.task_def.name != self.task_def_name:
+                raise InvalidOptionError(
+                    f"task_def is named {self.task_def.name!r}, but the worker polls {self.task_def_name!r}; "
+                    "give it the worker's task type (or no name)"
+                )
         if inspect.iscoroutinefunction(type(self).execute):
             raise InvalidOptionError(
                 f"{type(self).__name__}.execute is 'async def'; conductor_workers runs workers on threads: "

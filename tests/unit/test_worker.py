@@ -449,3 +449,28 @@ def test_runner_status_is_a_frozen_value_with_json_ready_dict() -> None:
     data = json.loads(json.dumps(status.to_dict()))
     assert data["options"]["concurrency"] == 3 and data["options"]["time_limit"] == 2.5
     assert data["overrunning"] == [] and data["task_type"] == "never_started"
+
+
+def test_task_def_takes_the_workers_name_or_must_match_it() -> None:
+    import pytest
+
+    from conductor_workers import InvalidOptionError, TaskDef, Worker, worker_task
+
+    worker = Worker("resize", register_task_def=True, task_def=TaskDef(retry_count=5))
+    assert worker.task_def is not None and worker.task_def.name == "resize" and worker.task_def.retry_count == 5
+    assert Worker("resize", task_def=TaskDef(name="resize")).task_def.name == "resize"  # type: ignore[union-attr]
+    with pytest.raises(InvalidOptionError, match="named 'other', but the worker polls 'resize'"):
+        Worker("resize", task_def=TaskDef(name="other"))
+
+    class Declared(Worker):
+        task_def_name = "declared"
+        task_def = TaskDef(timeout_seconds=60)
+
+    assert Declared().task_def.name == "declared"  # type: ignore[union-attr]
+    assert Declared.task_def.name == ""  # the class attribute itself is left alone
+
+    @worker_task("fn_task", register_task_def=True, task_def=TaskDef(retry_count=1))
+    def fn() -> None:
+        return None
+
+    assert fn.task_def is not None and fn.task_def.name == "fn_task"
