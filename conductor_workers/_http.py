@@ -1,7 +1,8 @@
 """The HTTP boundary: one ``requests.Session``, Orkes token auth, and error translation.
 
-This is the only module that imports ``requests``/``urllib3`` or sees their exceptions. Everything it
-raises is a :class:`~conductor_workers.errors.ConductorError`.
+This module and :mod:`._http_session` (how the session, its pools and its urllib3 retries are
+built) are the only ones that import ``requests``/``urllib3`` or see their exceptions. Everything
+they raise is a :class:`~conductor_workers.errors.ConductorError`.
 
 Environment settings (``HTTP(S)_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``) are resolved once when
 the session is built; the session itself has ``trust_env=False`` so that requests does not look them
@@ -13,7 +14,6 @@ import email.utils
 import http.client
 import json
 import logging
-import os
 import threading
 import time
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
@@ -22,12 +22,10 @@ from urllib.parse import urlencode
 import cachetools
 import requests
 import requests.adapters
-import requests.utils
 import urllib3.exceptions
 from urllib3.exceptions import ReadTimeoutError
-from urllib3.util.retry import Retry
 
-from ._version import __version__
+from ._http_session import RETRY_AFTER_CAP, _adapter, _build_session, _connect_only_retry
 from .config import Configuration
 from .errors import (
     APIError,
@@ -42,10 +40,7 @@ from .errors import (
 
 log = logging.getLogger(__name__)
 
-_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
-_RETRY_STATUSES = (429, 502, 503, 504)
 _TOKEN_ERRORS = ("EXPIRED_TOKEN", "INVALID_TOKEN")
-RETRY_AFTER_CAP = 30.0  # seconds: a longer Retry-After is honoured only up to this
 _STATUS_ERRORS = {
     401: AuthenticationError,
     403: AuthenticationError,
@@ -53,13 +48,6 @@ _STATUS_ERRORS = {
     405: EndpointNotSupportedError,
     409: ConflictError,
 }
-
-
-class _CappedRetry(Retry):
-    """urllib3's Retry, with ``Retry-After`` honoured up to :data:`RETRY_AFTER_CAP` seconds."""
-
-    def parse_retry_after(self, retry_after: str) -> float:
-        return min(float(super().parse_retry_after(retry_after)), RETRY_AFTER_CAP)
 
 
 def parse_retry_after(value: Optional[str]) -> Optional[float]:
@@ -78,65 +66,6 @@ def parse_retry_after(value: Optional[str]) -> Optional[float]:
             return None
         seconds = when.timestamp() - time.time()
     return min(max(seconds, 0.0), RETRY_AFTER_CAP)
-
-
-def _adapter(config: Configuration, retry: Retry) -> requests.adapters.HTTPAdapter:
-    return requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=config.pool_maxsize, max_retries=retry)
-
-
-def _idempotent_retry(config: Configuration) -> Retry:
-    """Connection errors for every method; read errors and 429/502/503/504 for idempotent ones."""
-    return _CappedRetry(
-        total=config.max_retries,
-        connect=config.max_retries,
-        read=config.max_retries,
-        status=config.max_retries,
-        backoff_factor=config.backoff_factor,
-        status_forcelist=_RETRY_STATUSES,
-        allowed_methods=_IDEMPOTENT_METHODS,  # connect errors are retried for every method
-        raise_on_status=False,
-        respect_retry_after_header=True,
-    )
-
-
-def _connect_only_retry(config: Configuration) -> Retry:
-    """For requests that must not be sent twice (polls dequeue tasks): only a failed connect is retried.
-
-    Nothing is retried once the request may have reached the server, and urllib3 never sleeps on a
-    ``Retry-After``: the caller (the runner) decides, where ``stop_polling`` can interrupt the wait.
-    """
-    return Retry(
-        total=config.max_retries,
-        connect=config.max_retries,
-        read=0,
-        status=0,
-        other=0,
-        redirect=0,
-        backoff_factor=config.backoff_factor,
-        raise_on_status=False,
-        raise_on_redirect=False,
-        respect_retry_after_header=False,
-    )
-
-
-def _build_session(config: Configuration) -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # resolved below, once, instead of on every request
-    verify: Any = config.verify
-    proxies: Dict[str, str] = dict(config.proxies or {})
-    if config.trust_env:
-        if config.proxies is None:
-            proxies = dict(requests.utils.get_environ_proxies(config.server_url))
-        if verify is True:
-            verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-    session.proxies.update(proxies)
-    session.verify = verify
-    session.cert = config.cert
-    adapter = _adapter(config, _idempotent_retry(config))
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers.update({"Accept": "application/json", "User-Agent": f"conductor-workers/{__version__}"})
-    return session
 
 
 def _error_body(resp: requests.Response) -> Tuple[str, Mapping[str, Any]]:

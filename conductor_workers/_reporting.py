@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 import attrs
 
@@ -18,11 +18,14 @@ from ._backoff import Backoff
 from ._failure_log import FailureLog
 from ._lease import LeaseKeeper
 from .client import ConductorClient
-from .errors import APIError, ConductorError, EndpointNotSupportedError, InvalidRequestError
+from .errors import APIError, ConductorError, EndpointNotSupportedError, InvalidRequestError, InvalidResponseError
 from .events import TaskEvents, UpdateFailureHook, call_hook
 from .models import Task, TaskResult, TaskResultStatus
 from .options import PollingOptions
 from .payloads import TASK_OUTPUT, payload_size
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .admission import AdmissionGate
 
 log = logging.getLogger("conductor_workers.runner")
 
@@ -45,6 +48,7 @@ class Reporting:
     _abort: threading.Event
     _use_v2: Optional[bool]
     _lease: LeaseKeeper
+    _admission: Optional["AdmissionGate"]
     _report_log: FailureLog
     _stats_lock: threading.Lock
     _stats: Dict[str, Any]
@@ -52,7 +56,17 @@ class Reporting:
     _last_contact: Optional[float]
 
     def _usable(self, task: Task) -> bool:
-        raise NotImplementedError  # the runner's
+        """A task can be run and reported only with both ids; the server never sends one without."""
+        if task.task_id and task.workflow_instance_id:
+            return True
+        error = InvalidResponseError(
+            f"the server handed out a task without taskId or workflowInstanceId; not executed: "
+            f"taskId={task.task_id!r} workflowInstanceId={task.workflow_instance_id!r}",
+            status_code=200,
+        )
+        self._record_error(error)
+        log.warning("%s: %s", self.task_type, error)
+        return False
 
     def _report_early(self, task: Task, result: TaskResult, received: float, worker_id: str) -> None:
         """Report a result settled while the task's thread still runs (over its time limit), at once.
@@ -113,7 +127,15 @@ class Reporting:
         """Whether a task handed back by update-v2 may run in the slot that is finishing."""
         with self._cond:
             options = self._options
-            return not (self._stopping or options.paused) and self._in_flight <= options.concurrency
+            if self._stopping or options.paused or self._in_flight > options.concurrency:
+                return False
+            gate = self._admission
+            if gate is None:
+                return True
+            # the finishing task still counts in _in_flight: running the next one keeps the count
+            return gate.may_poll(self.task_type) and self._in_flight <= gate.limit(
+                self.task_type, options.concurrency, self._in_flight - 1
+            )
 
     def _report(self, task: Task, result: TaskResult, received: float, *, take_next: bool = True) -> Optional[Task]:
         """Send ``result``; the next task to run in this slot, if update-v2 handed one back.

@@ -39,6 +39,10 @@ class TaskEvents:
     def update_failed(self, task: Task, result: TaskResult, error: BaseException) -> None:
         """``result`` could not be reported, after every retry: it is lost to the server."""
 
+    def admission_changed(self, task_type: str, limit: int, reason: str) -> None:
+        """With an admission gate: the slots ``task_type`` may hold changed to ``limit`` (0: polling
+        is held), for ``reason``."""
+
     def external_payload_used(self, task_type: str, operation: str, payload_type: str) -> None:
         """A payload went through external storage: ``operation`` READ (an input was downloaded) or
         WRITE (an output was uploaded); ``payload_type`` TASK_INPUT or TASK_OUTPUT. Metrics count
@@ -47,7 +51,7 @@ class TaskEvents:
 
 _HOOKS = (
     "polled", "poll_failed", "task_started", "task_finished", "task_failed", "task_updated", "update_failed",
-    "external_payload_used",
+    "admission_changed", "external_payload_used",
 )
 
 

@@ -54,6 +54,7 @@ def worker_health(status: RunnerStatus, *, max_silence: float = DEFAULT_MAX_SILE
     report = {name: getattr(status, name) for name in (
         "polling", "paused", "in_flight", "last_contact", "last_error", "last_error_time", *COUNTERS)}
     report.update(
+        admission=status.admission,
         healthy=not problems,
         overrunning=len(status.overrunning),
         last_contact_age=None if silence is None else round(silence, 3),

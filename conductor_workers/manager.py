@@ -23,6 +23,7 @@ from .status import RunnerStatus
 from .worker import Worker
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .admission import AdmissionGate
     from .health import HealthServer
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ class TaskManager:
     :param on_update_failure: called with ``(task, result, error)`` when a result could not be reported.
     :param poll_gate: called with the task type before each poll; returning False skips that poll.
     :param environ: where to read environment options from (default ``os.environ``).
+    :param admission: an :class:`~conductor_workers.admission.AdmissionGate` shared by every runner:
+        ``concurrency`` becomes each worker's maximum, and the gate admits more tasks only while
+        memory allows (opt-in; see the README).
     :param shutdown_timeout: seconds in-flight tasks get to finish and be reported when the host's
         main thread ends while polling, and the default drain time of :meth:`serve_forever`.
     """
@@ -77,6 +81,7 @@ class TaskManager:
         poll_gate: Optional[PollGate] = None,
         environ: Optional[Mapping[str, str]] = None,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        admission: Optional["AdmissionGate"] = None,
     ) -> None:
         if isinstance(shutdown_timeout, bool) or not isinstance(shutdown_timeout, (int, float)) or shutdown_timeout < 0:
             raise InvalidOptionError(f"shutdown_timeout must be a number of seconds >= 0, got {shutdown_timeout!r}")
@@ -110,6 +115,7 @@ class TaskManager:
                 on_update_failure=on_update_failure,
                 poll_gate=poll_gate,
                 shutdown_timeout=self.shutdown_timeout,
+                admission=admission,
             )
         self._task_defs_registered = False
 

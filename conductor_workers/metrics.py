@@ -11,7 +11,8 @@ with ``prometheus_client`` (``pip install conductor-workers[metrics]``), importe
 
 Metrics, each with a ``taskType`` label: ``task_poll_total``, ``task_poll_error_total``
 (+ ``exception``), ``task_execute_time`` (a histogram, seconds), ``task_execute_total`` (+ ``status``),
-``task_execute_error_total`` (+ ``exception``), ``task_update_error_total`` and
+``task_execute_error_total`` (+ ``exception``), ``task_update_error_total``, the gauge
+``task_admission_limit`` (with an admission gate) and
 ``external_payload_used_total`` (+ ``operation``, ``payloadType``).
 
 A :meth:`MetricsMiddleware.snapshot` is plain data (picklable), and :func:`merge_snapshots` adds several
@@ -29,7 +30,8 @@ from .middleware import Middleware
 from .models import Task, TaskResult
 
 Labels = Tuple[Tuple[str, str], ...]
-#: ``{"counters": {(name, labels): value}, "histograms": {(name, labels): [bucket counts..., sum]}}``
+#: ``{"counters": {(name, labels): value}, "histograms": {(name, labels): [bucket counts..., sum]},
+#: "gauges": {(name, labels): value}}``
 Snapshot = Dict[str, Dict[Tuple[str, Labels], Any]]
 
 #: Upper bounds (seconds) of ``task_execute_time``'s buckets; the last one is +Inf.
@@ -45,6 +47,7 @@ _HELP = {
     "task_execute_error_total": "Tasks whose execute() raised",
     "task_update_error_total": "Results that could not be reported after every retry",
     "external_payload_used_total": "Payloads read from or written to external storage",
+    "task_admission_limit": "Slots the admission gate lets a worker hold now (0: polling held)",
 }
 
 
@@ -59,6 +62,7 @@ class MetricsMiddleware(Middleware):
         self._lock = threading.Lock()
         self._counters: Dict[Tuple[str, Labels], float] = {}
         self._histograms: Dict[Tuple[str, Labels], List[float]] = {}
+        self._gauges: Dict[Tuple[str, Labels], float] = {}
 
     def _inc(self, name: str, labels: Labels, amount: float = 1.0) -> None:
         key = (name, labels)
@@ -97,6 +101,10 @@ class MetricsMiddleware(Middleware):
     def update_failed(self, task: Task, result: TaskResult, error: BaseException) -> None:
         self._inc("task_update_error_total", (("taskType", _task_type(task)),))
 
+    def admission_changed(self, task_type: str, limit: int, reason: str) -> None:
+        with self._lock:
+            self._gauges[("task_admission_limit", (("taskType", task_type),))] = float(limit)
+
     def external_payload_used(self, task_type: str, operation: str, payload_type: str) -> None:
         labels = (("taskType", task_type), ("operation", operation), ("payloadType", payload_type))
         self._inc("external_payload_used_total", labels)
@@ -118,6 +126,7 @@ class MetricsMiddleware(Middleware):
             return {
                 "counters": dict(self._counters),
                 "histograms": {key: list(cells) for key, cells in self._histograms.items()},
+                "gauges": dict(self._gauges),
             }
 
 
@@ -125,14 +134,17 @@ def merge_snapshots(snapshots: Iterable[Snapshot]) -> Snapshot:
     """The sum of several snapshots (e.g. one per process)."""
     counters: Dict[Tuple[str, Labels], float] = {}
     histograms: Dict[Tuple[str, Labels], List[float]] = {}
+    gauges: Dict[Tuple[str, Labels], float] = {}
     for snapshot in snapshots:
+        for key, value in snapshot.get("gauges", {}).items():  # e.g. slots admitted, over the processes
+            gauges[key] = gauges.get(key, 0.0) + value
         for key, value in snapshot.get("counters", {}).items():
             counters[key] = counters.get(key, 0.0) + value
         for key, cells in snapshot.get("histograms", {}).items():
             total = histograms.setdefault(key, [0.0] * len(cells))
             for index, value in enumerate(cells):
                 total[index] += value
-    return {"counters": counters, "histograms": histograms}
+    return {"counters": counters, "histograms": histograms, "gauges": gauges}
 
 
 def _import_prometheus() -> Any:
@@ -152,7 +164,7 @@ class _Collector:
         self._source = source
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         snapshot = self._source()
         families: Dict[str, Any] = {}
@@ -174,6 +186,13 @@ class _Collector:
                 cumulative += count
                 buckets.append(("+Inf" if math.isinf(bound) else repr(bound), cumulative))
             family.add_metric([val for _, val in labels], buckets, cells[-1])
+        for (name, labels), value in sorted(snapshot.get("gauges", {}).items()):
+            family = families.get(name)
+            if family is None:
+                family = families[name] = GaugeMetricFamily(
+                    name, _HELP.get(name, name), labels=[key for key, _ in labels]
+                )
+            family.add_metric([val for _, val in labels], value)
         yield from families.values()
 
 

@@ -29,46 +29,39 @@ is in :mod:`._reporting` (a mixin), lease extension in :mod:`._lease`, the main-
 """
 from __future__ import annotations
 
-import functools
 import logging
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
-
-import attrs
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ._backoff import Backoff
 from ._exit import stop_at_exit
 from ._failure_log import FailureLog
 from ._lease import LeaseKeeper
-from ._reporting import Reporting, retry_delay
+from ._executing import Executing, _current, _Job
+from ._reporting import retry_delay
 from .client import ConductorClient
-from .errors import ConductorError, ExternalPayloadError, InvalidResponseError, NonRetryableError
+from .errors import ConductorError
 from .events import TaskEvents, UpdateFailureHook, call_hook, combine
 from .middleware import Middleware, chain
-from .models import Task, TaskResult, TaskResultStatus
+from .models import Task
 from .options import PollingOptions
-from .payloads import TASK_INPUT
 from .status import COUNTERS, RunnerStatus
 from .time_limit import TimeLimitMiddleware
-from .worker import TaskContext, Worker, run_task
+from .worker import Worker
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .admission import AdmissionGate
 
 log = logging.getLogger(__name__)
 
 PollGate = Callable[[str], bool]
 _TIME_LIMIT = TimeLimitMiddleware()
-_EXECUTION_COUNTER = {
-    TaskResultStatus.COMPLETED: "executions_completed",
-    TaskResultStatus.IN_PROGRESS: "executions_in_progress",
-}
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 
-_current = threading.local()  # .runner: the TaskRunner whose task this pool thread is running
-
-
-class TaskRunner(Reporting):
+class TaskRunner(Executing):
     """Polls, executes and reports the tasks of one worker. Start with :meth:`start`, stop with :meth:`stop`."""
 
     def __init__(
@@ -82,6 +75,7 @@ class TaskRunner(Reporting):
         on_update_failure: Optional[UpdateFailureHook] = None,
         poll_gate: Optional[PollGate] = None,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        admission: Optional["AdmissionGate"] = None,
     ) -> None:
         self.worker = worker
         self.task_type = worker.task_def_name
@@ -95,6 +89,8 @@ class TaskRunner(Reporting):
         self._limited_handler = chain(worker, [*layers, _TIME_LIMIT])  # time_limit set: innermost
         self._on_update_failure = on_update_failure
         self._poll_gate = poll_gate
+        self._admission = admission
+        self._admission_seen: Tuple[int, str] = (-1, "")  # the gate's (limit, reason) the hook last saw
         self._hostname = socket.gethostname()
         # _cond guards _options, _in_flight, _wake_gen, _stopping and _running; waiters are the poll
         # thread (free slot, option change, stop) and stop() (in-flight drained).
@@ -252,6 +248,7 @@ class TaskRunner(Reporting):
             overrunning=overrunning,
             update_v2=self._use_v2,
             last_contact=self._last_contact,
+            admission=None if self._admission is None else self._admission.state(self.task_type),
             **counters,
         )
 
@@ -272,16 +269,39 @@ class TaskRunner(Reporting):
                 self._cond.wait_for(lambda: self._stopping or self._wake_gen != generation, seconds)
 
     def _wait_for_work(self) -> Optional[Tuple[PollingOptions, int]]:
-        """Block while paused or full; the options and free slots to poll with, None when stopping."""
-        with self._cond:
-            while True:
+        """Block while paused or full; the options and free slots to poll with, None when stopping.
+
+        With an admission gate, "full" is the gate's current limit (at most ``concurrency``), and
+        the gate may hold polling altogether; both change without a notification, so the wait
+        then wakes every ``gate.wake_interval()`` to ask again.
+        """
+        gate = self._admission
+        while True:
+            with self._cond:
                 if self._stopping:
                     return None
                 options = self._options
-                free = options.concurrency - self._in_flight
-                if not options.paused and free > 0:
-                    return options, free
-                self._cond.wait()
+                if options.paused:
+                    self._cond.wait()
+                    continue
+                if gate is None:
+                    free = options.concurrency - self._in_flight
+                    if free > 0:
+                        return options, free
+                    self._cond.wait()
+                    continue
+                may_poll = gate.may_poll(self.task_type)
+                limit = gate.limit(self.task_type, options.concurrency, self._in_flight) if may_poll else 0
+                seen = (limit, gate.state(self.task_type).get("reason", ""))
+                changed, self._admission_seen = seen != self._admission_seen, seen
+                free = limit - self._in_flight
+                if not changed:
+                    if free > 0:
+                        return options, free
+                    self._cond.wait(gate.wake_interval())
+                    continue
+            if self._events is not None:  # a hook runs outside the lock
+                call_hook(self._events.admission_changed, self.task_type, seen[0], seen[1])
 
     def _poll_loop(self) -> None:
         try:
@@ -307,10 +327,13 @@ class TaskRunner(Reporting):
                 if self._poll_gate is not None and not self._poll_gate(self.task_type):
                     self._sleep(max(options.poll_interval, 100) / 1000.0)
                     continue
+                requested = 1 if long_poll else free
                 if long_poll:
                     tasks = self._poll(options, 1, options.batch_poll_timeout)
                 else:
                     tasks = self._poll(options, free, 0)
+                if self._admission is not None:
+                    self._admission.poll_returned(self.task_type, requested, len(tasks))
                 backoff.reset()
                 self._poll_log.succeeded()
                 had_tasks = self._dispatch(tasks) > 0 if tasks else False
@@ -377,19 +400,6 @@ class TaskRunner(Reporting):
             self._give_back(task, options)
         return len(usable)
 
-    def _usable(self, task: Task) -> bool:
-        """A task can be run and reported only with both ids; the server never sends one without."""
-        if task.task_id and task.workflow_instance_id:
-            return True
-        error = InvalidResponseError(
-            f"the server handed out a task without taskId or workflowInstanceId; not executed: "
-            f"taskId={task.task_id!r} workflowInstanceId={task.workflow_instance_id!r}",
-            status_code=200,
-        )
-        self._record_error(error)
-        log.warning("%s: %s", self.task_type, error)
-        return False
-
     def _executor_for(self, options: PollingOptions) -> ThreadPoolExecutor:
         """The pool, grown when concurrency rose (only the poll thread calls this)."""
         if self._executor is None or self._executor_size < options.concurrency:
@@ -398,101 +408,6 @@ class TaskRunner(Reporting):
             self._executor = ThreadPoolExecutor(options.concurrency, thread_name_prefix=f"cw-{self.task_type}")
             self._executor_size = options.concurrency
         return self._executor
-
-    # -- pool threads ------------------------------------------------------------------------------
-
-    def _work(self, task: Task, received: float, job: "_Job") -> None:
-        """Execute ``task``, report it, and keep going with the next task update-v2 hands back."""
-        with self._cond:
-            if job.cancelled:  # the poll thread took it back (its submit failed)
-                return
-            job.started = True
-            stopping = self._stopping
-        next_task: Optional[Task] = task
-        _current.runner = self
-        try:
-            if stopping:  # polled, but not started yet: someone else can run it now
-                self._give_back(task, self._options)
-                next_task = None
-            while next_task is not None:
-                current, next_task = next_task, None
-                result = self._execute(current, received)
-                if result is not None:  # None: reported already, over its time limit
-                    next_task = self._report(current, result, received)
-                received = time.monotonic()
-        except Exception:  # noqa: BLE001 - a pool thread must never lose a slot
-            log.exception("%s: unexpected error while handling a task", self.task_type)
-        finally:
-            _current.runner = None
-            with self._cond:
-                self._in_flight -= 1
-                self._poke()
-
-    def _execute(self, task: Task, received: float) -> Optional[TaskResult]:
-        """Run ``task`` through the middleware; its result, None when it was already reported."""
-        events = self._events
-        options = self._options
-        if events is not None:
-            call_hook(events.task_started, task)
-        lease = options.lease_extend
-        if lease:
-            self._lease.track(task, received)
-        started = time.monotonic()
-        worker_id = options.worker_id or self._hostname
-        context: Optional[TaskContext] = None
-        try:
-            if task.external_input_payload_storage_path and not task.input_data:
-                task = attrs.evolve(
-                    task, input_data=self._client.payloads.read(task.external_input_payload_storage_path, TASK_INPUT)
-                )
-                if events is not None:
-                    call_hook(events.external_payload_used, self.task_type, "READ", TASK_INPUT)
-            context = TaskContext(
-                task,
-                options.time_limit,
-                functools.partial(self._report_early, task, received=received, worker_id=worker_id),
-                time_limit_terminal=options.time_limit_terminal,
-            )
-            handler = self._handler if options.time_limit is None else self._limited_handler
-            result, error = run_task(self.worker, task, worker_id=worker_id, handler=handler, context=context)
-            result = self._fit_output(result)
-        except ExternalPayloadError as exc:  # never run a worker on an input it does not have
-            error = exc
-            result = TaskResult.failed(
-                f"not executed: {exc}",
-                terminal=exc.permanent,
-                task_id=task.task_id,
-                workflow_instance_id=task.workflow_instance_id,
-                worker_id=worker_id,
-            )
-        finally:
-            if lease:
-                self._lease.untrack(task.task_id)
-        reported_early = context is not None and not context.settle()
-        if reported_early:
-            with self._stats_lock:
-                self._overrunning.pop(task.task_id, None)
-            assert context is not None and context.early_result is not None
-            log.debug("%s: task %s returned after it was reported over its time limit", self.task_type, task.task_id)
-        elif error is not None and not isinstance(error, NonRetryableError):
-            log.warning("%s: task %s raised %s: %s", self.task_type, task.task_id, type(error).__name__, error)
-        if not reported_early:
-            self._count(_EXECUTION_COUNTER.get(result.status, "executions_failed"))
-        if events is not None:
-            if error is not None:
-                call_hook(events.task_failed, task, error)
-            call_hook(events.task_finished, task, result, time.monotonic() - started)
-        return None if reported_early else result
-
-class _Job:
-    """Who owns a submitted task's slot: the pool thread that starts it, or the poll thread taking it back."""
-
-    __slots__ = ("started", "cancelled")
-
-    def __init__(self) -> None:
-        self.started = False
-        self.cancelled = False
-
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:
     return None if deadline is None else max(0.0, deadline - time.monotonic())

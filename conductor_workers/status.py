@@ -33,6 +33,8 @@ class RunnerStatus:
     :param last_error_time: its ``time.time()``.
     :param last_contact: ``time.time()`` the server last answered a poll or a report, None before its first answer.
     :param update_v2: whether the server takes update-v2 (None until the first report).
+    :param admission: with an admission gate, its state for this worker: ``limit`` (slots it may
+        hold now), ``reason`` (why the limit is where it is), ``signal`` and ``memory_fraction``.
     """
 
     task_type: str
@@ -51,6 +53,7 @@ class RunnerStatus:
     last_error_time: Optional[float]
     last_contact: Optional[float]
     update_v2: Optional[bool]
+    admission: Optional[Dict[str, Any]] = None
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain data (options as a dict, ids as a list) for JSON."""
