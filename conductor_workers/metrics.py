@@ -168,31 +168,22 @@ class _Collector:
 
         snapshot = self._source()
         families: Dict[str, Any] = {}
+
+        def family(kind: Any, name: str, labels: Labels) -> Any:
+            if name not in families:
+                families[name] = kind(name, _HELP.get(name, name), labels=[key for key, _ in labels])
+            return families[name]
+
         for (name, labels), value in sorted(snapshot.get("counters", {}).items()):
-            family = families.get(name)
-            if family is None:
-                family = families[name] = CounterMetricFamily(
-                    name, _HELP.get(name, name), labels=[key for key, _ in labels]
-                )
-            family.add_metric([val for _, val in labels], value)
+            family(CounterMetricFamily, name, labels).add_metric([val for _, val in labels], value)
+        for (name, labels), value in sorted(snapshot.get("gauges", {}).items()):
+            family(GaugeMetricFamily, name, labels).add_metric([val for _, val in labels], value)
         for (name, labels), cells in sorted(snapshot.get("histograms", {}).items()):
-            family = families.get(name)
-            if family is None:
-                family = families[name] = HistogramMetricFamily(
-                    name, _HELP.get(name, name), labels=[key for key, _ in labels]
-                )
             cumulative, buckets = 0.0, []
             for bound, count in zip(EXECUTE_TIME_BUCKETS, cells[:-1]):
                 cumulative += count
                 buckets.append(("+Inf" if math.isinf(bound) else repr(bound), cumulative))
-            family.add_metric([val for _, val in labels], buckets, cells[-1])
-        for (name, labels), value in sorted(snapshot.get("gauges", {}).items()):
-            family = families.get(name)
-            if family is None:
-                family = families[name] = GaugeMetricFamily(
-                    name, _HELP.get(name, name), labels=[key for key, _ in labels]
-                )
-            family.add_metric([val for _, val in labels], value)
+            family(HistogramMetricFamily, name, labels).add_metric([val for _, val in labels], buckets, cells[-1])
         yield from families.values()
 
 

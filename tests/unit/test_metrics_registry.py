@@ -49,3 +49,19 @@ def test_a_registry_of_the_users_own_reads_the_managers_figures() -> None:
     assert got[("task_execute_error_total", (("exception", "ValueError"), label))] == 1
     assert got[("task_execute_time_count", (label,))] == 5
     assert got[("task_poll_total", (label,))] >= 1
+
+
+def test_the_admission_limit_is_a_gauge_and_sums_over_processes() -> None:
+    pytest.importorskip("prometheus_client")
+    from conductor_workers.metrics import MetricsMiddleware, merge_snapshots, render
+
+    one, two = MetricsMiddleware(), MetricsMiddleware()
+    one.admission_changed("resize", 3, "memory below target")
+    one.admission_changed("resize", 2, "memory above target")  # a gauge: the latest value, not a sum
+    two.admission_changed("resize", 4, "minimum")
+    body, _ = render(one)
+    assert b'task_admission_limit{taskType="resize"} 2.0' in body
+    assert b"# TYPE task_admission_limit gauge" in body
+    merged = merge_snapshots([one.snapshot(), two.snapshot()])
+    body, _ = render(lambda: merged)
+    assert b'task_admission_limit{taskType="resize"} 6.0' in body
