@@ -48,7 +48,7 @@ class WorkflowExecutor:
     def update_task(
         self, task_id: str, workflow_instance_id: str, status: StatusLike, output: Optional[Mapping[str, Any]] = None
     ) -> str:
-        """Report ``status`` with ``output`` for a task by its id (the seed's ``updateTask``)."""
+        """Report ``status`` with ``output`` for a task by its id (the JavaScript SDK's ``updateTask``)."""
         result = TaskResult(
             task_id=task_id,
             workflow_instance_id=workflow_instance_id,
@@ -64,7 +64,7 @@ class WorkflowExecutor:
         status: StatusLike,
         output: Optional[Mapping[str, Any]] = None,
     ) -> str:
-        """Update the pending task ``task_reference_name`` of a workflow (the seed's ``updateTaskByRefName``).
+        """Update the pending task ``task_reference_name`` of a workflow (the JavaScript SDK's ``updateTaskByRefName``).
 
         ``output`` is merged into the task's output. Raises NotFoundError when no such task is pending.
         """

@@ -4,7 +4,7 @@
 
 The worker checks a (simulated) external job each time the server hands the task back; while the
 job runs it returns ``TaskResult.in_progress(callback_after_seconds=1, ...)`` so that the server
-re-queues the task for a second later instead of holding a thread. The seed's JavaScript example
+re-queues the task for a second later instead of holding a thread. The JavaScript SDK's worker guide example
 (``status: "IN_PROGRESS", callbackAfterSeconds: 60``) in Python.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     python samples/update_task_from_script.py
 
-The seed's ``executor.getTask``, ``executor.updateTask`` and ``executor.updateTaskByRefName`` in
+The JavaScript SDK worker guide's ``executor.getTask``, ``executor.updateTask`` and ``executor.updateTaskByRefName`` in
 Python: a workflow with two tasks that no worker polls for; this script polls the first and
 completes it by id, then completes the second by the workflow id and its reference name.
 """

@@ -143,7 +143,8 @@ class ScriptedServer:
                 except OSError:
                     self.close_connection = True
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _handle
+            # CONNECT too (recorded; 404 unless scripted): what an https request through a proxy sends
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_CONNECT = _handle
 
         self._httpd = _Server(("127.0.0.1", 0), Handler)
         self.port = self._httpd.server_address[1]

@@ -248,14 +248,26 @@ def test_bad_credentials(server, tokens, make_client):
 
 
 def test_token_ttl_expiry_refetches(server, tokens, make_client):
-    client = make_client(token_ttl_seconds=0.2)
+    """The client's own token lifetime: reused within it, fetched again once it is over.
+
+    Seconds, not fractions of one, and waits computed from the clock instead of fixed sleeps, so
+    that a slow machine can neither expire the token early nor end a wait early.
+    """
+    ttl = 3.0
+    client = make_client(token_ttl_seconds=ttl)
+    not_before = time.monotonic()  # the token is cached after this instant ...
     assert client.workflows.running("wf") == ["w-1"]
+    fetched_by = time.monotonic()  # ... and before this one
     assert client.workflows.running("wf") == ["w-1"]
+    time.sleep(max(0.0, not_before + ttl / 2 - time.monotonic()))
+    assert client.workflows.running("wf") == ["w-1"]  # halfway through its lifetime: still reused
     assert tokens.token_calls == 1
-    time.sleep(0.3)
+    # The server still takes tok-1: only the client's TTL can make it fetch another one.
+    time.sleep(max(0.0, fetched_by + ttl - time.monotonic()) + 0.05)
     assert client.workflows.running("wf") == ["w-1"]
     assert tokens.token_calls == 2
-    assert tokens.seen_tokens == ["tok-1", "tok-1", "tok-2"]
+    assert tokens.seen_tokens == ["tok-1", "tok-1", "tok-1", "tok-2"]
+    assert tokens.valid == {"tok-1", "tok-2"}  # nothing was rejected: tok-1 was dropped for its age
 
 
 def test_no_credentials_no_token_calls(server, tokens):

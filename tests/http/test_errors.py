@@ -5,6 +5,9 @@ Every test talks to a real loopback HTTP server (see conftest.py); nothing is mo
 from __future__ import annotations
 
 import math
+import shutil
+import ssl
+import subprocess
 import time
 from typing import Any
 
@@ -22,6 +25,7 @@ from conductor_workers.errors import (
     TransportError,
 )
 from conductor_workers.models import StartWorkflowRequest, TaskResult
+from conductor_workers.testing import LocalConductor
 
 from scripted_server import Reply, ScriptedServer
 
@@ -66,19 +70,19 @@ def test_wrong_host_port(make_client):
 
 
 def test_read_timeout(server, make_client):
-    server.route("GET", "workflow/running/slow", Reply(200, [], delay=1.5))
+    server.route("GET", "workflow/running/slow", Reply(200, [], delay=30.0))
     client = make_client(server.base, read_timeout=0.3)
     started = time.monotonic()
     with pytest.raises(TransportError) as info:
         client.workflows.running("slow")
-    assert time.monotonic() - started < 1.4
+    assert time.monotonic() - started < 10.0  # the read timeout ended it, long before the answer at 30 s
     assert "no answer within 0.3s" in str(info.value)
     assert "/api/workflow/running/slow" in str(info.value)
 
 
 def test_read_timeout_on_post_and_on_retried_get(server, make_client):
-    server.route("POST", "tasks", Reply(200, "t-1", delay=1.0))
-    server.route("GET", "workflow/running/slow", Reply(200, [], delay=1.0))
+    server.route("POST", "tasks", Reply(200, "t-1", delay=10.0))
+    server.route("GET", "workflow/running/slow", Reply(200, [], delay=10.0))
     client = make_client(server.base, read_timeout=0.2, max_retries=1)
     with pytest.raises(TransportError, match="no answer within 0.2s"):
         client.tasks.update_task(RESULT)
@@ -90,11 +94,12 @@ def test_read_timeout_on_post_and_on_retried_get(server, make_client):
 
 def test_long_poll_gets_its_timeout_added_to_the_read_timeout(server, make_client):
     # The server may hold a batch poll for timeout_ms; that must not count as a read timeout.
-    server.route("GET", "tasks/poll/batch/greet", Reply(200, [TASK_JSON], delay=0.5))
-    client = make_client(server.base, read_timeout=0.3)
-    tasks = client.tasks.batch_poll("greet", count=1, timeout_ms=1000)
+    # Answered after 2 s: past the 0.5 s read timeout, well within 0.5 s + the poll's 5 s.
+    server.route("GET", "tasks/poll/batch/greet", Reply(200, [TASK_JSON], delay=2.0))
+    client = make_client(server.base, read_timeout=0.5)
+    tasks = client.tasks.batch_poll("greet", count=1, timeout_ms=5000)
     assert [t.task_id for t in tasks] == ["t-1"]
-    assert server.requests[-1].query == {"count": "1", "timeout": "1000"}
+    assert server.requests[-1].query == {"count": "1", "timeout": "5000"}
 
 
 # -- non-2xx answers ---------------------------------------------------------------------------------
@@ -358,30 +363,98 @@ def test_error_hierarchy():
         assert issubclass(cls, APIError)
 
 
-# -- proxies, CA bundle: resolved once from the environment -----------------------------------------------
+# -- proxies, CA bundle, client certificate: resolved once, and what is really sent -------------------------
+#
+# The transport hands prepared requests straight to the session's HTTPAdapter, with the proxies,
+# verify and cert it resolved when it was built; so these tests look at where requests really go
+# (a ScriptedServer plays the proxy: it records the absolute-URI request lines or the CONNECT a
+# proxied request sends), at real TLS handshakes, and at what HTTPAdapter.send is handed.
 
 
-def test_session_does_not_read_the_environment_per_request(client):
-    assert client._transport._session.trust_env is False
+@pytest.fixture
+def target() -> Any:
+    """A second scripted server: the Conductor server the client means to reach (``server`` is the proxy)."""
+    other = ScriptedServer()
+    other.route("GET", "workflow/running/wf", Reply(200, ["direct"]))
+    yield other
+    other.close()
 
 
-def test_proxy_environment_is_resolved_at_build(monkeypatch, make_client):
-    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3129")
-    monkeypatch.setenv("NO_PROXY", "internal.example,localhost")
-    client = make_client("http://conductor.example:8080")
-    proxies = client._transport._session.proxies
-    assert proxies.get("http") == "http://127.0.0.1:3128"
-    assert proxies.get("https") == "http://127.0.0.1:3129"
+@pytest.fixture
+def proxy_b() -> Any:
+    """Another recording proxy, for environment changes made after a client was built."""
+    other = ScriptedServer()
+    other.route("GET", "workflow/running/wf", Reply(200, ["via-proxy-b"]))
+    yield other
+    other.close()
 
-    bypassed = make_client("http://internal.example:8080")
-    assert "http" not in bypassed._transport._session.proxies
 
-    no_env = make_client("http://conductor.example:8080", trust_env=False)
-    assert dict(no_env._transport._session.proxies) == {}
+def _proxied(recorded: Any) -> bool:
+    """A request line as a proxy receives it: an absolute URI (or a CONNECT), not a bare path."""
+    return recorded.method == "CONNECT" or not recorded.raw_path.startswith("/")
 
-    explicit = make_client("http://conductor.example:8080", proxies={"http": "http://10.0.0.1:1"})
-    assert dict(explicit._transport._session.proxies) == {"http": "http://10.0.0.1:1"}
+
+def test_proxy_environment_decides_where_requests_go(monkeypatch, server, target, make_client):
+    proxy = server
+    proxy.route("GET", "workflow/running/wf", Reply(200, ["via-proxy"]))
+    url = f"{target.base}/api/workflow/running/wf"
+
+    # HTTP_PROXY, and no NO_PROXY: the request goes to the proxy, with the target's absolute URL
+    monkeypatch.setenv("HTTP_PROXY", proxy.base)
+    assert make_client(target.base).workflows.running("wf") == ["via-proxy"]
+    assert [r.raw_path for r in proxy.requests] == [url]
+    assert target.requests == []
+
+    # NO_PROXY naming the host: straight to the target, the proxy sees nothing
+    monkeypatch.setenv("NO_PROXY", "internal.example,127.0.0.1")
+    assert make_client(target.base).workflows.running("wf") == ["direct"]
+    assert [r.raw_path for r in target.requests] == ["/api/workflow/running/wf"]
+    assert len(proxy.requests) == 1
+
+    # trust_env=False: the environment is not read at all
+    monkeypatch.delenv("NO_PROXY")
+    assert make_client(target.base, trust_env=False).workflows.running("wf") == ["direct"]
+    assert len(target.requests) == 2 and len(proxy.requests) == 1
+
+    # explicit proxies beat the environment, NO_PROXY included
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert make_client(target.base, proxies={"http": proxy.base}).workflows.running("wf") == ["via-proxy"]
+    assert [r.raw_path for r in proxy.requests] == [url, url]
+    assert len(target.requests) == 2
+
+
+def test_https_proxy_environment_is_used_for_https(monkeypatch, server, proxy_b, make_client):
+    monkeypatch.setenv("HTTP_PROXY", proxy_b.base)
+    monkeypatch.setenv("HTTPS_PROXY", server.base)
+    # The scripted proxy refuses the tunnel (404), which is a transport error; what matters is that
+    # the https request asked the HTTPS_PROXY, and only it, for a tunnel to the server.
+    with pytest.raises(TransportError):
+        make_client("https://conductor.example").workflows.running("wf")
+    assert [(r.method, r.raw_path) for r in server.requests] == [("CONNECT", "conductor.example:443")]
+    assert proxy_b.requests == []
+
+
+def test_environment_changed_after_build_changes_nothing(monkeypatch, server, target, proxy_b, make_client):
+    """The proxy settings are read once, when the client is built, never again per request."""
+    proxy = server
+    for scripted in (proxy, target):
+        scripted.route("GET", "tasks/poll/batch/greet", Reply(200, []))
+    proxy.route("GET", "workflow/running/wf", Reply(200, ["via-proxy"]))
+    monkeypatch.setenv("HTTP_PROXY", proxy.base)
+    proxied = make_client(target.base)
+    monkeypatch.delenv("HTTP_PROXY")
+    direct = make_client(target.base)
+
+    monkeypatch.setenv("HTTP_PROXY", proxy_b.base)  # another proxy for everything ...
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # ... except this host: neither applies any more
+    for _ in range(3):
+        assert proxied.workflows.running("wf") == ["via-proxy"]
+        assert direct.workflows.running("wf") == ["direct"]
+    assert proxied.tasks.batch_poll("greet", count=1, timeout_ms=0) == []  # polls have a pool of their own
+    assert direct.tasks.batch_poll("greet", count=1, timeout_ms=0) == []
+    assert len(proxy.requests) == 4 and all(_proxied(r) for r in proxy.requests)
+    assert len(target.requests) == 4 and not any(_proxied(r) for r in target.requests)
+    assert proxy_b.requests == []
 
 
 def test_requests_go_through_the_proxy_resolved_at_build(monkeypatch, server, make_client):
@@ -401,15 +474,128 @@ def test_proxy_set_after_build_is_ignored(monkeypatch, server, make_client, free
     assert client.workflows.running("wf") == []
 
 
-def test_ca_bundle_from_environment(monkeypatch, make_client, tmp_path):
-    bundle = tmp_path / "ca.pem"
-    bundle.write_text("not really a certificate")
+def _spy_on_adapters(client: ConductorClient) -> "list[tuple[str, dict]]":
+    """Record the keyword arguments each of the transport's two adapters is really sent (and send on)."""
+    calls: "list[tuple[str, dict]]" = []
+    transport = client._transport
+    for name in ("_adapter", "_once_adapter"):
+        adapter = getattr(transport, name)
+
+        def spy(request: Any, *args: Any, _send: Any = adapter.send, _name: str = name, **kwargs: Any) -> Any:
+            calls.append((_name, dict(kwargs)))
+            return _send(request, *args, **kwargs)
+
+        adapter.send = spy  # on this instance only; the real send still does the work
+    return calls
+
+
+def test_adapters_are_handed_the_resolved_verify_cert_and_proxies(monkeypatch, server, make_client, tmp_path):
+    server.route("GET", "workflow/running/wf", Reply(200, ["w"]))
+    server.route("GET", "tasks/poll/batch/greet", Reply(200, []))
+    bundle, cert, key = tmp_path / "ca.pem", tmp_path / "c.pem", tmp_path / "k.pem"
+    for path in (bundle, cert, key):
+        path.write_text("not read for plain http")
+    monkeypatch.setenv("HTTP_PROXY", server.base)  # the scripted server plays the proxy
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
-    assert make_client("https://conductor.example")._transport._session.verify == str(bundle)
-    assert make_client("https://conductor.example", verify=False)._transport._session.verify is False
-    assert make_client("https://conductor.example", trust_env=False)._transport._session.verify is True
+
+    def sent(**options: Any) -> "list[tuple[str, dict]]":
+        client = make_client("http://conductor.invalid:8080", **options)
+        calls = _spy_on_adapters(client)
+        assert client.workflows.running("wf") == ["w"]
+        assert client.tasks.batch_poll("greet", count=1, timeout_ms=0) == []
+        assert [name for name, _ in calls] == ["_adapter", "_once_adapter"]  # both pools were used
+        return [kwargs for _, kwargs in calls]
+
+    for kwargs in sent(cert=(str(cert), str(key))):
+        assert kwargs["verify"] == str(bundle)  # REQUESTS_CA_BUNDLE, read at build
+        assert kwargs["cert"] == (str(cert), str(key))
+        assert kwargs["proxies"].get("http") == server.base
+    for kwargs in sent(verify=False):
+        assert kwargs["verify"] is False and kwargs["cert"] is None
+    for kwargs in sent(trust_env=False, proxies={"http": server.base}):
+        assert kwargs["verify"] is True  # REQUESTS_CA_BUNDLE ignored
+        assert kwargs["proxies"] == {"http": server.base}
+    assert len(server.requests) == 6 and all(_proxied(r) for r in server.requests)
 
 
-def test_client_cert_is_set_on_the_session(make_client):
-    client = make_client("https://conductor.example", cert=("/c.pem", "/k.pem"))
-    assert client._transport._session.cert == ("/c.pem", "/k.pem")
+# -- real TLS against LocalConductor: the CA bundle and the client certificate are really used ---------------
+
+
+def _self_signed(directory: Any, name: str, common_name: str) -> "tuple[str, str]":
+    cert, key = directory / f"{name}.pem", directory / f"{name}-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", f"/CN={common_name}", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-addext", "basicConstraints=critical,CA:TRUE", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> "dict[str, tuple[str, str]]":
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    directory = tmp_path_factory.mktemp("tls")
+    return {
+        "server": _self_signed(directory, "server", "localhost"),
+        "client": _self_signed(directory, "client", "worker"),
+    }
+
+
+def _tls_server(tls_files: "dict[str, tuple[str, str]]", require_client_cert: bool = False) -> LocalConductor:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*tls_files["server"])
+    if require_client_cert:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(tls_files["client"][0])
+    return LocalConductor(tls=context)
+
+
+def _talks(client: ConductorClient) -> bool:
+    """A plain GET and a poll (one through each pool): True if both get through, False if both fail."""
+    outcomes = []
+    for call in (client.health, lambda: client.tasks.batch_poll("nothing_here", count=1, timeout_ms=0)):
+        try:
+            call()
+        except TransportError:
+            outcomes.append(False)
+        else:
+            outcomes.append(True)
+    assert outcomes in ([True, True], [False, False]), f"GET, poll: {outcomes}"  # the two pools agree
+    return outcomes[0]
+
+
+@pytest.fixture
+def _no_ca_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.filterwarnings("ignore:Unverified HTTPS request")
+def test_ca_bundle_from_environment_is_used_for_tls(monkeypatch, make_client, tls_files, tmp_path,
+                                                   _no_ca_env):
+    server_cert = tls_files["server"][0]
+    bogus = tmp_path / "bogus.pem"
+    bogus.write_text("not really a certificate")
+    with _tls_server(tls_files) as server:
+        assert server.url.startswith("https://")
+        built_before = make_client(server.url)  # no CA bundle in the environment yet
+        assert not _talks(built_before)  # the system CAs do not trust the test certificate
+
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", server_cert)
+        assert _talks(make_client(server.url))  # the environment's bundle is what verifies the server
+        assert not _talks(built_before)  # ... only for clients built after it was set
+        assert not _talks(make_client(server.url, trust_env=False))  # not read with trust_env=False
+        assert _talks(make_client(server.url, trust_env=False, verify=server_cert))
+
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bogus))
+        with pytest.raises(TransportError):  # a bundle that cannot be read is really used, and fails
+            make_client(server.url).health()
+        assert _talks(make_client(server.url, verify=False))  # verify=False beats the environment
+
+
+def test_client_certificate_is_presented_in_the_handshake(make_client, tls_files, _no_ca_env):
+    server_cert = tls_files["server"][0]
+    with _tls_server(tls_files, require_client_cert=True) as server:
+        assert _talks(make_client(server.url, verify=server_cert, cert=tls_files["client"]))
+        assert not _talks(make_client(server.url, verify=server_cert))  # the server demands one

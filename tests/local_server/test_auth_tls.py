@@ -39,14 +39,20 @@ def test_token_flow():
 
 
 def test_tokens_expire_after_ttl():
-    with LocalConductor(auth=("key", "secret"), token_ttl=0.2) as server:
+    # Seconds, not fractions of one, and waits computed from the clock: a slow machine can neither
+    # expire the token before it is checked nor end the wait before the TTL is over.
+    ttl = 3.0
+    with LocalConductor(auth=("key", "secret"), token_ttl=ttl) as server:
         credentials = {"keyId": "key", "keySecret": "secret"}
+        not_before = time.monotonic()  # the server starts the token's TTL after this instant ...
         token = requests.post(server.url + "/token", json=credentials).json()["token"]
+        issued_by = time.monotonic()  # ... and before this one
         headers = {"X-Authorization": token}
-        assert requests.get(server.url + "/metadata/taskdefs", headers=headers).status_code == 200
-        time.sleep(0.3)
+        time.sleep(max(0.0, not_before + ttl / 2 - time.monotonic()))
+        assert requests.get(server.url + "/metadata/taskdefs", headers=headers).status_code == 200  # halfway
+        time.sleep(max(0.0, issued_by + ttl - time.monotonic()) + 0.05)
         response = requests.get(server.url + "/metadata/taskdefs", headers=headers)
-        assert response.json()["error"] == "EXPIRED_TOKEN"
+        assert response.status_code == 401 and response.json()["error"] == "EXPIRED_TOKEN"
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from lc_support import Api, simple
+from waiting import wait_until
 
 
 @pytest.fixture
@@ -83,19 +84,25 @@ def test_waiting_batch_poll_wakes_at_once(api):
     api.task_def("t")
     api.workflow_def("wf", [simple("t")])
     result = {}
+    fallback = 5.0  # the poll's own timeout (the most a long poll may ask for)
 
     def poll():
-        result["task"] = Api(api.url).poll("t", timeout_ms=4000)
+        result["sent"] = time.monotonic()
+        result["task"] = Api(api.url).poll("t", timeout_ms=int(fallback * 1000))
         result["at"] = time.monotonic()
 
     poller = threading.Thread(target=poll)
     poller.start()
-    time.sleep(0.3)  # the poller is waiting now
-    started = time.monotonic()
+    # A poll records its poll data under the queue lock it then waits on: once that shows, the
+    # poller is waiting (instead of a fixed sleep that a loaded machine can outlast).
+    poll_data = {"taskType": "t"}
+    wait_until(lambda: api.get("/tasks/queue/polldata", params=poll_data).json(), 30, message="a poll")
     api.start("wf")
-    poller.join()
+    poller.join(fallback + 30)
     assert result["task"] is not None
-    assert result["at"] - started < 0.05
+    # Without a wake-up the poll would return only at its timeout, >= 5 s after it was sent; woken by
+    # the new task it returns before that, however slow the machine was to get here.
+    assert result["at"] - result["sent"] < fallback
 
 
 def test_batch_poll_returns_on_count_or_timeout(api):
@@ -108,8 +115,8 @@ def test_batch_poll_returns_on_count_or_timeout(api):
     api.start("wf")
     api.start("wf")
     started = time.monotonic()
-    tasks = api.get("/tasks/poll/batch/t", params={"count": 2, "timeout": 3000}).json()
-    assert len(tasks) == 2 and time.monotonic() - started < 0.5
+    tasks = api.get("/tasks/poll/batch/t", params={"count": 2, "timeout": 5000}).json()
+    assert len(tasks) == 2 and time.monotonic() - started < 4.5  # on count, not at the 5 s timeout
 
 
 def test_concurrent_pollers_never_share_a_task(api):

@@ -421,7 +421,9 @@ def test_stop_polling_timeout_is_reported_truthfully(env: Env) -> None:
         drained: Optional[bool] = manager.stop_polling(timeout=1.0)
         took = time.monotonic() - started
         assert drained is False, "stop_polling claimed a drain while the task was still running"
-        assert 0.9 <= took < 1.5, f"stop_polling(timeout=1.0) took {took:.2f}s"
+        # it waited out its timeout, then returned, well before the task ends (at 30 s); a generous
+        # upper bound, as a loaded machine can be slow to wake the caller
+        assert 0.9 <= took < 10.0, f"stop_polling(timeout=1.0) took {took:.2f}s"
         assert manager.is_polling is False
     finally:
         release.set()

@@ -1,10 +1,11 @@
-"""The Python counterpart of every snippet of the JavaScript SDK's worker guide (the seed), working.
+"""The Python counterpart of every snippet of the JavaScript SDK's worker guide, working.
 
 Each test is one snippet of the guide, in the guide's order, written the way the README shows it.
 They run against the embedded server and the real conductor-oss server.
 """
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from typing import Iterator
@@ -48,7 +49,7 @@ def client(server_url: str) -> Iterator[ConductorClient]:
 
 
 def one_task_workflow(client: ConductorClient, task_name: str, refs: "tuple[str, ...]" = ("only",)) -> str:
-    name = f"seed_wf_{uuid.uuid4().hex[:8]}"
+    name = f"jsguide_wf_{uuid.uuid4().hex[:8]}"
     client.metadata.register_task_defs([TaskDef(name=task_name, retry_count=0, response_timeout_seconds=30)])
     client.metadata.register_workflow_def(
         WorkflowDef(name=name, tasks=[WorkflowTask(name=task_name, task_reference_name=ref) for ref in refs])
@@ -58,7 +59,7 @@ def one_task_workflow(client: ConductorClient, task_name: str, refs: "tuple[str,
 
 def test_task_worker_returning_an_object(client: ConductorClient) -> None:
     """`execute: async (task) => ({ outputData: { hello: "From your worker" }, status: "COMPLETED" })`."""
-    task_name = f"seed_hello_{uuid.uuid4().hex[:8]}"
+    task_name = f"jsguide_hello_{uuid.uuid4().hex[:8]}"
 
     @worker_task(task_name)
     def worker(task: Task) -> TaskResult:
@@ -77,7 +78,7 @@ def test_long_running_task_in_progress_with_callback(client: ConductorClient) ->
 
     The guide's 60 s becomes 1 s so that the test sees the task come back.
     """
-    task_name = f"seed_long_{uuid.uuid4().hex[:8]}"
+    task_name = f"jsguide_long_{uuid.uuid4().hex[:8]}"
 
     class LongRunning(Worker):
         task_def_name = task_name
@@ -91,7 +92,9 @@ def test_long_running_task_in_progress_with_callback(client: ConductorClient) ->
 
     workflow = one_task_workflow(client, task_name)
     executor = WorkflowExecutor(client)
-    with TaskManager(client, [LongRunning()]):
+    with TaskManager(client, [LongRunning()]) as manager:
+        options = manager.options_for(task_name)  # the class attributes are the worker's options
+        assert (options.poll_interval, options.concurrency) == (100, 2)
         done = executor.wait_for_workflow(executor.start_workflow(workflow, {}), timeout=30)
     assert done.status is WorkflowStatus.COMPLETED
     assert done.output == {"polls": 2}
@@ -99,31 +102,75 @@ def test_long_running_task_in_progress_with_callback(client: ConductorClient) ->
 
 def test_starting_workers_with_task_manager(client: ConductorClient) -> None:
     """`new TaskManager(client, [customWorker], { options: { pollInterval: 100, concurrency: 1 } })`, then
-    `startPolling`, `updatePollingOptions`, `updatePollingOptionForWorker`, `isPolling`, `stopPolling`."""
+    `startPolling`, `updatePollingOptions`, `updatePollingOptionForWorker`, `isPolling`, `stopPolling`.
+
+    The updates use other values than the guide's (which repeats the initial ones), so that the test
+    can see them take effect: in the options in force, and in how many tasks really run at once.
+    """
     task_def_name = f"HelloWorldWorker_{uuid.uuid4().hex[:8]}"
+    lock = threading.Lock()
+    running: "list[int]" = [0, 0]  # now, most at once
+    together: "list[threading.Barrier]" = []  # the barrier the next tasks must all reach at once
 
     @worker_task(task_def_name)
     def custom_worker(task: Task) -> dict:
-        return {"greeting": "Hello World"}
+        with lock:
+            running[0] += 1
+            running[1] = max(running[1], running[0])
+            barrier = together[0] if together else None
+        try:
+            if barrier is not None:
+                barrier.wait()  # broken (a failed task) unless enough tasks run at the same time
+            return {"greeting": "Hello World"}
+        finally:
+            with lock:
+                running[0] -= 1
 
     workflow = one_task_workflow(client, task_def_name)
+    executor = WorkflowExecutor(client)
+
+    def run_at_once(count: int) -> None:
+        """Start ``count`` workflows whose tasks can only complete if all ``count`` run together."""
+        with lock:
+            together[:] = [threading.Barrier(count, timeout=30)]
+            running[1] = 0
+        ids = [executor.start_workflow(workflow, {}) for _ in range(count)]
+        done = [executor.wait_for_workflow(wf_id, timeout=60) for wf_id in ids]
+        reasons = [wf.reason_for_incompletion for wf in done]
+        assert [wf.status for wf in done] == [WorkflowStatus.COMPLETED] * count, reasons
+        assert all(wf.output == {"greeting": "Hello World"} for wf in done)
+        assert running[1] == count
+
     # Worker options take precedence over options defined in the manager.
     manager = TaskManager(client, [custom_worker], options=PollingOptions(poll_interval=100, concurrency=1))
+    options = manager.options_for(task_def_name)
+    assert (options.poll_interval, options.concurrency) == (100, 1)
     manager.start_polling()
-    manager.update_polling_options(poll_interval=100, concurrency=1)
-    manager.update_polling_option_for_worker(task_def_name, poll_interval=100, concurrency=1)
-    assert manager.is_polling is True
-    executor = WorkflowExecutor(client)
-    done = executor.wait_for_workflow(executor.start_workflow(workflow, {}), timeout=30)
-    assert manager.stop_polling() is True
+    try:
+        assert manager.is_polling is True
+        done = executor.wait_for_workflow(executor.start_workflow(workflow, {}), timeout=30)
+        assert done.status is WorkflowStatus.COMPLETED and done.output == {"greeting": "Hello World"}
+
+        manager.update_polling_options(poll_interval=200, concurrency=2)  # every worker
+        options = manager.options_for(task_def_name)
+        assert (options.poll_interval, options.concurrency) == (200, 2)
+        run_at_once(2)
+
+        manager.update_polling_option_for_worker(task_def_name, poll_interval=100, concurrency=3)  # this one
+        options = manager.options_for(task_def_name)
+        assert (options.poll_interval, options.concurrency) == (100, 3)
+        run_at_once(3)
+        assert manager.status()[task_def_name].options == options
+        assert manager.is_polling is True
+    finally:
+        assert manager.stop_polling() is True
     assert manager.is_polling is False
-    assert done.output == {"greeting": "Hello World"}
 
 
 def test_get_task_details_and_update_outside_the_worker(client: ConductorClient) -> None:
     """`executor.getTask(someTaskId)`, `executor.updateTaskByRefName(ref, wfId, "COMPLETED", {...})`,
     `executor.updateTask(taskId, executionId, "COMPLETED", newChange)`."""
-    task_name = f"seed_script_{uuid.uuid4().hex[:8]}"
+    task_name = f"jsguide_script_{uuid.uuid4().hex[:8]}"
     workflow = one_task_workflow(client, task_name, refs=("first", "second"))
     executor = WorkflowExecutor(client)
     workflow_instance_id = executor.start_workflow(workflow, {})
@@ -131,7 +178,7 @@ def test_get_task_details_and_update_outside_the_worker(client: ConductorClient)
     deadline = time.monotonic() + 15
     polled = None
     while polled is None and time.monotonic() < deadline:
-        polled = client.tasks.poll(task_name, worker_id="seed")
+        polled = client.tasks.poll(task_name, worker_id="js-guide")
     assert polled is not None
     some_task_id = polled.task_id
 
