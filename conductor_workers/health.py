@@ -39,7 +39,9 @@ def worker_health(status: RunnerStatus, *, max_silence: float = DEFAULT_MAX_SILE
     """The health of one worker from its :meth:`TaskRunner.status`; ``healthy`` says the verdict."""
     now = time.time() if now is None else now
     options = status.options
-    waiting = status.paused or status.in_flight >= options.concurrency
+    gate_limit = status.admission.get("limit") if status.admission else None
+    # paused, every slot busy, or every slot the admission gate grants busy (0: it holds polling)
+    waiting = status.paused or status.in_flight >= (options.concurrency if gate_limit is None else gate_limit)
     silence = None if status.last_contact is None else max(0.0, now - status.last_contact)
     idle_cycle = (options.batch_poll_timeout + options.poll_interval) / 1000.0
     allowed = max(max_silence, idle_cycle + 1.0)

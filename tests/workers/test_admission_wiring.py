@@ -115,3 +115,27 @@ def test_no_polls_while_the_gate_holds_polling_and_running_tasks_finish(env: Env
     with gate.lock:
         gate.polling = True
     assert env.wait(second).status is WorkflowStatus.COMPLETED
+
+
+def test_a_worker_held_by_the_gate_is_not_unhealthy_for_its_silence(env: Env) -> None:
+    flow = env.flow("adm_health")
+    gate = ScriptedGate(limit=2)
+
+    @worker_task(flow.task_name, concurrency=4, poll_interval=20, batch_poll_timeout=100)
+    def idle(i: int) -> None:
+        return None
+
+    manager = env.manager([idle], admission=gate)
+    manager.start_polling()
+    wait_until(lambda: manager.status()[flow.task_name].last_contact is not None, message="first poll")
+    with gate.lock:
+        gate.polling = False  # held: no polls, so no contact with the server
+    status = manager.status()[flow.task_name]
+    much_later = (status.last_contact or 0) + 3600
+    assert worker_health(status, max_silence=1.0, now=much_later)["healthy"], worker_health(status, now=much_later)
+    with gate.lock:
+        gate.polling = True
+    status = wait_until(lambda: (lambda s: s if s.admission and s.admission["limit"] == 2 else None)(
+        manager.status()[flow.task_name]), message="gate open again")
+    report = worker_health(status, max_silence=1.0, now=(status.last_contact or 0) + 3600)
+    assert not report["healthy"] and "has not reached the server" in report["problems"][0]
