@@ -161,9 +161,17 @@ class WorkerService:
 
     def serve(self, stop: threading.Event) -> int:
         """Poll until ``stop`` is set (or every poll thread ended), then drain; the exit code."""
+        options_file = None
+        if self.settings.options_file:
+            from ._options_file import OptionsFile
+
+            options_file = OptionsFile(self.settings.options_file, self.manager)
+            options_file.check()  # before the first poll
         self.start()
         died = False
         while not stop.wait(0.5):
+            if options_file is not None:
+                options_file.check()
             if not self.manager.is_polling:
                 log.error("every poll thread has ended; stopping")
                 died = True

@@ -66,6 +66,7 @@ class RunSettings:
     metrics_port: Optional[int] = None
     metrics_host: str = "127.0.0.1"
     tracing: bool = False
+    options_file: Optional[str] = None
     sys_path: Tuple[str, ...] = ()
 
 
@@ -148,6 +149,10 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
                      help="serve Prometheus metrics at /metrics on this port (needs the 'metrics' extra)")
     run.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
                      help="interface for /metrics; default 127.0.0.1")
+    run.add_argument("--options-file", default=None, metavar="PATH",
+                     help="JSON polling options applied whenever the file changes, e.g. "
+                          '{"all": {"concurrency": 4}, "resize": {"paused": true}} (every process of a fleet '
+                          "reads it); env CONDUCTOR_WORKERS_OPTIONS_FILE")
     run.add_argument("--tracing", action="store_true", default=None,
                      help="an OpenTelemetry span per execution (needs the 'otel' extra and an SDK, e.g. "
                           "opentelemetry-instrument); env CONDUCTOR_WORKERS_TRACING=true")
@@ -184,5 +189,6 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         tracing=bool(args.tracing) if args.tracing is not None else _env_flag("CONDUCTOR_WORKERS_TRACING"),
+        options_file=args.options_file or os.environ.get("CONDUCTOR_WORKERS_OPTIONS_FILE") or None,
         sys_path=sys_path,
     )

@@ -434,6 +434,17 @@ class RealConductorServer:
         elif self.tmp_dir is not None and proc is not None:
             logger.info("kept conductor-server files in %s", self.tmp_dir)
 
+    def is_running(self) -> bool:
+        """Whether the JVM this object started is still alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the JVM (no shutdown hooks run), for failure tests; ``stop()`` still cleans up."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
     def __enter__(self) -> "RealConductorServer":
         return self.start()
 
