@@ -19,11 +19,12 @@ REPO_ROOT = HERE.parent
 
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(HERE))
+sys.path.append(str(REPO_ROOT / "tests"))  # the test support package: support.proxy
 
 import peer  # noqa: E402
 from _measure import GroupSampler, percentile  # noqa: E402
-from _proxy import CountingProxy  # noqa: E402
 from _servers import Server, start_our_workers  # noqa: E402
+from support.proxy import LoopbackProxy  # noqa: E402
 
 from conductor_workers import ConductorClient, Configuration, StartWorkflowRequest, TaskDef, WorkflowDef, WorkflowTask  # noqa: E402
 
@@ -36,10 +37,10 @@ PEER_IMPORT = "import conductor.client; from conductor.client.automator.task_han
 
 
 class Bench:
-    def __init__(self, server: Server, proxy: CountingProxy, tmp: Path, peer_python: Optional[Path]) -> None:
+    def __init__(self, server: Server, proxy: LoopbackProxy, tmp: Path, peer_python: Optional[Path]) -> None:
         self.server = server
         self.proxy = proxy
-        self.proxy_url = f"http://127.0.0.1:{proxy.port}/api"
+        self.proxy_url = proxy.url
         self.tmp = tmp
         self.peer_python = peer_python
         self.client = ConductorClient(Configuration(server_url=server.url, trust_env=False, read_timeout=60))

@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run as harness  # noqa: E402
-from _proxy import CountingProxy  # noqa: E402
+from support.proxy import LoopbackProxy  # noqa: E402  (run put tests/ on sys.path)
 
 VARIANTS = ("none", "metrics", "tracing", "time_limit", "all")
 
@@ -45,7 +45,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="cw-mw-bench-"))
     server = harness.Server(args.server, tmp)
-    proxy = CountingProxy(server.host, server.port)
+    proxy = LoopbackProxy(server.url, record=False)
     bench = harness.Bench(server, proxy, tmp, None)
     results: Dict[str, List[Dict[str, Any]]] = {variant: [] for variant in VARIANTS}
     started = time.monotonic()

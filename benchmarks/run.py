@@ -17,7 +17,7 @@ How things are measured (the same way for both sides):
   sampled.
 * The server runs in its own process too: ``python -m conductor_workers server`` (``local``), the
   real conductor-oss server from ``tests/real_server.py`` (``real``), or a given URL.
-* Every client talks to the server through ``benchmarks/_proxy.py``, a counting HTTP proxy on
+* Every client talks to the server through ``tests/support/proxy.py``, a counting HTTP proxy on
   loopback; the benchmark itself registers definitions and starts workflows directly, so only the
   client's requests are counted.
 * Task and workflow names are fresh per run (uuid).
@@ -49,13 +49,14 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(HERE))
+sys.path.append(str(REPO_ROOT / "tests"))  # the test support package: support.proxy
 
 import peer  # noqa: E402
 from _measure import GroupSampler, log, percentile, summary  # noqa: E402 - some re-exported, see __all__
-from _proxy import CountingProxy  # noqa: E402
 from _report import SCENARIOS, build_rows, markdown  # noqa: E402
 from _scenarios import Bench, import_times  # noqa: E402
 from _servers import Server, start_our_workers  # noqa: E402 - some re-exported, see __all__
+from support.proxy import LoopbackProxy  # noqa: E402
 
 from _report import SIDES  # noqa: E402
 
@@ -111,7 +112,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                               "opens to the N-th update at the proxy",
                 "cpu": "utime+stime of every process in the client's process group (/proc)",
                 "rss": "sum of RSS over the client's process group, sampled every 50-100 ms; peak of the sums",
-                "requests": "counted at benchmarks/_proxy.py (client requests only)",
+                "requests": "counted at tests/support/proxy.py (client requests only)",
             },
         },
         "scenarios": {s: {} for s in SCENARIOS},
@@ -137,7 +138,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     log(f"starting server {args.server} (work dir {tmp})")
     server = Server(args.server, tmp)
     results["meta"]["server"] = server.version
-    proxy = CountingProxy(server.host, server.port)
+    proxy = LoopbackProxy(server.url, record=False)
     bench = Bench(server, proxy, tmp, peer_python)
     sc = results["scenarios"]
     try:

@@ -15,16 +15,12 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 import pytest
+from support.waiting import wait_until
 
 from conductor_workers import ConductorClient, Configuration, PollingOptions, TaskManager, worker_task
 from conductor_workers._options_file import OptionsFile, parse
 from conductor_workers.errors import InvalidOptionError
 from conductor_workers.testing import LocalConductor
-
-try:
-    from support.waiting import wait_until
-except ImportError:  # before the support package: tests/ is on sys.path
-    from waiting import wait_until  # type: ignore[no-redef]
 
 
 def test_parse_merges_all_under_each_task_type_and_rejects_bad_entries() -> None:

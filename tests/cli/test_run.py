@@ -16,7 +16,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from waiting import wait_until
+from support.proxy import LoopbackProxy
+from support.waiting import wait_until
 
 from conductor_workers import ConductorClient, Configuration, WorkflowDef, WorkflowExecutor, WorkflowStatus, WorkflowTask
 from conductor_workers.testing import LocalConductor
@@ -310,10 +311,7 @@ def test_serve_health_in_process(server, task) -> None:
 
 
 def test_health_turns_503_when_the_server_is_cut_and_200_when_it_is_back(server, workdir, task, procs) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "workers"))
-    from proxy import CuttableProxy
-
-    proxy = CuttableProxy(server.url)
+    proxy = LoopbackProxy(server.url)
     port = free_port()
     start_cli(procs, workdir, "svc_workers", "--server-url", proxy.url, "--health-port", str(port),
               "--health-max-silence", "1")

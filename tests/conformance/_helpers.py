@@ -1,4 +1,4 @@
-"""Helpers shared by the conformance tests (imported as ``_helpers``; see conftest.py)."""
+"""Helpers shared by the conformance tests (``from _helpers import ...``: pytest puts this folder on sys.path)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import attrs
 
-from waiting import wait_until  # noqa: F401 - shared; re-exported for the test modules
+from support.waiting import wait_until  # noqa: F401 - shared; re-exported for the test modules
 
 from conductor_workers import ConductorClient, WorkflowExecutor
 from conductor_workers.models import Task, TaskDef, TaskResult, Workflow, WorkflowDef

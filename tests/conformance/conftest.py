@@ -7,17 +7,13 @@ tests/real_server.py and the ``real_server_url`` fixture in tests/conftest.py).
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Iterator, Optional
 
 import attrs
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for `import _helpers`, `differences`
-
-from conductor_workers import ConductorClient, Configuration  # noqa: E402
-from conductor_workers.testing import LocalConductor  # noqa: E402
+from conductor_workers import ConductorClient, Configuration
+from conductor_workers.testing import LocalConductor
 
 #: LocalConductor's sweeper interval in this suite (seconds).
 LOCAL_SWEEP_INTERVAL = 0.1

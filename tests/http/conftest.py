@@ -6,7 +6,7 @@ from typing import Any, Iterator, List
 
 import pytest
 
-from scripted_server import PROXY_VARIABLES, ScriptedServer
+from support.scripted_server import PROXY_VARIABLES, ScriptedServer
 
 from conductor_workers.client import ConductorClient
 from conductor_workers.config import Configuration

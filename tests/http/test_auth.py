@@ -13,7 +13,7 @@ from conductor_workers.config import Configuration
 from conductor_workers.errors import AuthenticationError
 from conductor_workers.models import TaskResult
 
-from scripted_server import Recorded, Reply, ScriptedServer
+from support.scripted_server import Recorded, Reply, ScriptedServer
 
 KEY_ID = "app-key-123"
 SECRET = "Sup3r-S3cret-Value-xyz"  # must never show up in a repr, a log record or an error message

@@ -16,7 +16,7 @@ import requests
 from conductor_workers.errors import APIError, ConductorError, InvalidResponseError, TransportError
 from conductor_workers.models import TaskResult
 
-from scripted_server import Reply, ScriptedServer
+from support.scripted_server import Reply, ScriptedServer
 
 TASK_JSON = {"taskId": "t-1", "taskType": "greet", "status": "IN_PROGRESS", "workflowInstanceId": "w-1"}
 RESULT = TaskResult.complete({"x": 1}, task_id="t-1", workflow_instance_id="w-1")

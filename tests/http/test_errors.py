@@ -27,7 +27,7 @@ from conductor_workers.errors import (
 from conductor_workers.models import StartWorkflowRequest, TaskResult
 from conductor_workers.testing import LocalConductor
 
-from scripted_server import Reply, ScriptedServer
+from support.scripted_server import Reply, ScriptedServer
 
 TASK_JSON = {"taskId": "t-1", "taskType": "greet", "status": "IN_PROGRESS", "workflowInstanceId": "w-1"}
 RESULT = TaskResult.complete({"x": 1}, task_id="t-1", workflow_instance_id="w-1")

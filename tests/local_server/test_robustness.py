@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from lc_support import Api, simple
-from waiting import wait_until
+from support.waiting import wait_until
 
 
 @pytest.fixture

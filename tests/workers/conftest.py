@@ -6,24 +6,19 @@
   marked ``real_server`` and uses the session's conductor-oss server (``real_server_url``: skipped
   on a person's machine without Java/the jar, a failure under ``CI=true``);
 * ``proxied_env``: a :class:`Env` whose *workers* talk to the local server through a
-  :class:`~proxy.CuttableProxy` (the test's own calls go direct, so they are neither counted nor cut).
+  :class:`~support.proxy.LoopbackProxy` (the test's own calls go direct, so they are neither counted nor cut).
 
 Every test gets unique task and workflow names (the servers live for the whole session).
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Iterator
 
 import pytest
+from support.proxy import LoopbackProxy
+from support.workers import Env
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from proxy import CuttableProxy  # noqa: E402
-from workers_support import Env  # noqa: E402
-
-from conductor_workers.testing import LocalConductor  # noqa: E402
+from conductor_workers.testing import LocalConductor
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +44,7 @@ def any_env(request: pytest.FixtureRequest, local_server: LocalConductor) -> Ite
 
 @pytest.fixture
 def proxied_env(local_server: LocalConductor) -> Iterator[Env]:
-    proxy = CuttableProxy(local_server.url)
+    proxy = LoopbackProxy(local_server.url)
     environment = Env("local", local_server.url, worker_url=proxy.url, proxy=proxy)
     yield environment
     environment.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Dict, List
 
-from workers_support import Env, wait_until
+from support.workers import Env, wait_until
 
 from conductor_workers import Middleware, WorkflowStatus, worker_task
 from conductor_workers.health import worker_health

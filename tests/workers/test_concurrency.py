@@ -8,7 +8,7 @@ import time
 from typing import Any, Dict, List, Set
 
 import pytest
-from workers_support import Env, cw_threads, wait_until
+from support.workers import Env, cw_threads, wait_until
 
 from conductor_workers import InvalidOptionError, Task, TaskStatus, WorkflowStatus, worker_task
 

@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from typing import Any, Dict
 
-from workers_support import Env, wait_until
+from support.workers import Env, wait_until
 
 from conductor_workers import WorkflowStatus, worker_task
 
@@ -50,7 +50,7 @@ def test_idle_worker_makes_few_requests(proxied_env: Env) -> None:
     manager = proxied_env.manager([work])
     manager.start_polling()
     wait_until(lambda: proxy.requests, message="the first poll")
-    proxy.reset_log()
+    proxy.reset()
     window = 3.0
     time.sleep(window)
     count = len(proxy.requests)

@@ -1,7 +1,7 @@
 """The runner's failure paths, one numbered case of the hardening issue each.
 
-The runner talks to the scripted loopback server of ``tests/http`` (nothing mocked) where a test
-needs answers no real server gives, and to LocalConductor otherwise.
+The runner talks to a scripted loopback server (``support.scripted_server``; nothing mocked) where
+a test needs answers no real server gives, and to LocalConductor otherwise.
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
-from workers_support import Env, cw_threads, wait_until
+from support.scripted_server import Reply, ScriptedServer
+from support.workers import Env, cw_threads, wait_until
 
 from conductor_workers import (
     ConductorClient,
@@ -28,9 +29,6 @@ from conductor_workers import (
     WorkflowStatus,
     worker_task,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "http"))
-from scripted_server import Reply, ScriptedServer  # noqa: E402
 
 TASK = {
     "taskId": "t-1",

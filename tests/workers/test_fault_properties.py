@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
 import pytest
-from fault_server import Fault, FaultServer, make_task
+from support.fault_server import Fault, FaultServer, make_task
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from waiting import wait_until
+from support.waiting import wait_until
 
 from conductor_workers import ConductorClient, Configuration, Task, TaskManager, worker_task
 

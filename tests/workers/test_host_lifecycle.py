@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import pytest
-from workers_support import Env, Flow
+from support.workers import Env, Flow
 
 from conductor_workers import Task, TaskStatus, WorkflowStatus, WorkflowTimeoutError, worker_task
 

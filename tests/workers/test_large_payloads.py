@@ -8,12 +8,12 @@ passes the issue's 4 MB through the default ones.
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
-from workers_support import Env, unique
+from support.scripted_server import Reply, ScriptedServer
+from support.waiting import wait_until
+from support.workers import Env, unique
 
 from conductor_workers import (
     ConductorClient,
@@ -30,9 +30,6 @@ from conductor_workers import (
     worker_task,
 )
 from conductor_workers.testing import LocalConductor, PayloadLimits
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "http"))
-from scripted_server import Reply, ScriptedServer  # noqa: E402
 
 KB = 1024
 
@@ -227,8 +224,6 @@ def test_an_input_that_cannot_be_had_fails_the_task_and_never_runs_on_empty_inpu
     manager = TaskManager(client, [big])
     manager.start_polling()
     try:
-        from waiting import wait_until
-
         wait_until(lambda: scripted.count("POST", "tasks/update-v2"), 10, message="the failure report")
     finally:
         manager.stop_polling(timeout=5)

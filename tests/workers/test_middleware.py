@@ -7,7 +7,7 @@ from typing import Any, Dict, List
 
 import attrs
 import pytest
-from workers_support import Env, wait_until
+from support.workers import Env, wait_until
 
 from conductor_workers import (
     InvalidOptionError,

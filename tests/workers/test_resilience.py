@@ -8,8 +8,8 @@ import time
 from typing import Any, Dict, List, Tuple
 
 import pytest
-from proxy import CuttableProxy
-from workers_support import Env, wait_until
+from support.proxy import LoopbackProxy
+from support.workers import Env, wait_until
 
 from conductor_workers import APIError, Task, TaskEvents, TaskResult, TaskStatus, WorkflowStatus, worker_task
 
@@ -195,7 +195,7 @@ def test_refused_update_calls_hooks_and_logs(proxied_env: Env, caplog: pytest.Lo
 
 
 def _chaotic_env(any_env: Env) -> Env:
-    proxy = CuttableProxy(any_env.url)
+    proxy = LoopbackProxy(any_env.url)
     env = Env(any_env.kind, any_env.url, worker_url=proxy.url, proxy=proxy)
     proxy.chaos(error_503=0.10, reset=0.05, lost=0.05, jitter=0.02, seed=8)
     return env

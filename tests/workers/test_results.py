@@ -5,7 +5,7 @@ import dataclasses
 import threading
 from typing import Any, Callable, Dict, List, Optional
 
-from workers_support import Env, Flow, wait_until
+from support.workers import Env, Flow, wait_until
 
 from conductor_workers import (
     NonRetryableError,

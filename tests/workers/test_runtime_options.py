@@ -5,7 +5,7 @@ import threading
 import time
 from typing import Any, Dict, List
 
-from workers_support import Env, unique, wait_until
+from support.workers import Env, unique, wait_until
 
 from conductor_workers import PollingOptions, Task, TaskManager, Worker, WorkflowStatus, worker_task
 

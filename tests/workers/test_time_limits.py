@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any, Dict, List
 
-from workers_support import Env, wait_until
+from support.workers import Env, wait_until
 
 from conductor_workers import (
     TaskStatus,

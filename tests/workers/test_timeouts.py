@@ -14,7 +14,7 @@ import time
 from typing import Any, Dict, List
 
 import pytest
-from workers_support import Env
+from support.workers import Env
 
 from conductor_workers import Task, TaskStatus, WorkflowStatus, worker_task
 from conductor_workers._lease import LEASE_FRACTION

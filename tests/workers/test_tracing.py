@@ -9,7 +9,7 @@ import textwrap
 from typing import Any, Dict, Iterator, List
 
 import pytest
-from workers_support import Env, unique
+from support.workers import Env, unique
 
 from conductor_workers import (
     ConductorClient,

@@ -1,4 +1,4 @@
-"""Helpers shared by the worker-framework tests (imported by name: ``from workers_support import ...``).
+"""Helpers shared by the worker-framework tests (``from support.workers import Env, Flow, ...``).
 
 A module of its own, not ``conftest``: several test folders have a ``conftest.py``, and only one of
 them can be imported as the module ``conftest``.
@@ -10,8 +10,8 @@ import time
 import uuid
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
-from proxy import CuttableProxy
-from waiting import wait_until as _wait_until
+from support.proxy import LoopbackProxy
+from support.waiting import wait_until as _wait_until
 
 from conductor_workers import (
     ConductorClient,
@@ -28,7 +28,7 @@ WAIT = 60.0  # generous: the machines are shared and the real server is slower
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = WAIT, interval: float = 0.05, message: str = "") -> Any:
-    """:func:`waiting.wait_until` with this suite's generous default timeout."""
+    """:func:`support.waiting.wait_until` with this suite's generous default timeout."""
     return _wait_until(predicate, timeout, interval, message)
 
 
@@ -62,7 +62,7 @@ class Flow:
 class Env:
     """A server to run workers against, with helpers; managers it made are stopped at teardown."""
 
-    def __init__(self, kind: str, url: str, worker_url: Optional[str] = None, proxy: Optional[CuttableProxy] = None):
+    def __init__(self, kind: str, url: str, worker_url: Optional[str] = None, proxy: Optional[LoopbackProxy] = None):
         self.kind = kind
         self.url = url
         self.proxy = proxy

@@ -1,7 +1,7 @@
-"""A tiny scripted HTTP server (stdlib only) for the client's error-mapping and auth tests.
+"""A tiny scripted HTTP server (stdlib only) for the client's error-mapping, auth and worker tests.
 
-Imported by ``conftest.py`` (fixtures) and by the test modules (``Reply``); tests/http is on
-``sys.path`` under pytest's default ``prepend`` import mode, as the directory has no ``__init__.py``.
+Used by tests/http's ``conftest.py`` (fixtures) and by test modules (``Reply``), as
+``from support.scripted_server import ...``.
 
 ``ScriptedServer`` answers each ``(method, path)`` from a script: a list of :class:`Reply` objects
 (consumed in order, the last one repeated) or a callable ``(request) -> Reply``. Every request is

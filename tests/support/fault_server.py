@@ -41,12 +41,13 @@ from __future__ import annotations
 import collections
 import json
 import socket
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from support.sockets import close, listen, reset, shutdown
 
 ENDPOINTS = ("poll", "update", "update_v2")
 _POLL_PREFIX = "/api/tasks/poll/batch/"
@@ -170,30 +171,6 @@ def make_task(
     }
 
 
-def _reset(sock: socket.socket) -> None:
-    """Close with an RST (SO_LINGER 0); ``shutdown`` is skipped so that no FIN goes first."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
-    try:
-        sock.close()
-    except OSError:
-        pass
-
-
-def _close(sock: socket.socket) -> None:
-    """Close cleanly (FIN)."""
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    try:
-        sock.close()
-    except OSError:
-        pass
-
-
 def _content_type_for(body: bytes) -> str:
     stripped = body.lstrip()[:1]
     return "application/json" if stripped in (b"{", b"[", b'"') or stripped.isdigit() else "text/plain"
@@ -235,10 +212,7 @@ class FaultServer:
         self.script("poll", poll)
         self.script("update", update)
         self.script("update_v2", update_v2)
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(128)
+        self._listener = listen(128)
         self._listener.settimeout(_TICK)
         self.port = self._listener.getsockname()[1]
         self.base = f"http://127.0.0.1:{self.port}"
@@ -271,10 +245,7 @@ class FaultServer:
             self._cond.notify_all()
             clients = list(self._clients)
         for client in clients:
-            try:
-                client.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked on it
-            except OSError:
-                pass
+            shutdown(client)  # wakes a thread blocked on it
         self._acceptor.join(5)
         try:
             self._listener.close()
@@ -374,18 +345,18 @@ class FaultServer:
                     self._threads = [t for t in self._threads if t.is_alive()]
                     self._threads.append(thread)
             if refused:
-                _reset(client)
+                reset(client)
                 return
             thread.start()
 
     def _serve(self, client: socket.socket) -> None:
         buffer = bytearray()
-        how = _reset  # how the socket is closed at the end
+        how: Callable[[socket.socket], None] = reset  # how the socket is closed at the end
         try:
             while True:
                 request = self._read_request(client, buffer)
                 if request is None:  # the client closed (or went idle too long)
-                    how = _close
+                    how = close
                     return
                 keep_open, how = self._answer(client, request)
                 if not keep_open:
@@ -478,7 +449,7 @@ class FaultServer:
 
         if fault.kind == "reset":
             self._count_close()
-            return False, _reset
+            return False, reset
         if fault.kind == "status":
             answer = _Answer(fault.code, fault.body, _content_type_for(fault.body) if fault.body else None, fault.headers)
         elif fault.kind == "wrong_shape":
@@ -495,23 +466,23 @@ class FaultServer:
 
         if fault.kind == "lost":
             self._count_close()
-            return False, _reset
+            return False, reset
         if fault.kind == "stall":
             self._count_close()
             self._closing.wait(fault.seconds)
-            return False, _close
+            return False, close
         if fault.kind == "truncate":
             payload = answer.body or b'{"taskId":"truncated","workflowInstanceId":"truncated"}'
             status = answer.status if answer.body else 200
             sent = payload[: max(1, len(payload) // 2)]
             self._count_close()
             client.sendall(self._head(status, "application/json", (), len(payload) + 32) + sent)
-            return False, _close
+            return False, close
         wire = self._head(answer.status, answer.content_type, answer.headers, len(answer.body), client_closes)
         if client_closes:
             self._count_close()
         client.sendall(wire + answer.body)
-        return not client_closes, _close
+        return not client_closes, close
 
     def _count_close(self) -> None:
         with self._cond:
