@@ -71,7 +71,7 @@ class Server:
             self.version = f"LocalConductor (conductor_workers {__version__})"
         elif kind == "real":
             sys.path.insert(0, str(REPO_ROOT / "tests"))
-            from real_server import RealConductorServer  # type: ignore[import-not-found]
+            from support.conductor_oss import RealConductorServer  # type: ignore[import-not-found]
 
             self._real = RealConductorServer()
             self._real.start()

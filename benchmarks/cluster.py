@@ -53,7 +53,7 @@ from run import percentile, start_our_workers  # noqa: E402
 from conductor_workers import ConductorClient, Configuration, TaskDef, WorkflowDef, WorkflowTask  # noqa: E402
 from tests.cluster.harness import ConductorCluster  # noqa: E402  (puts tests/ on sys.path)
 
-from real_server import RealConductorServer  # noqa: E402
+from support.conductor_oss import RealConductorServer  # noqa: E402
 
 PICKUP_GAP_S = 0.3
 

@@ -10,8 +10,8 @@ Our runner downloads the input and the worker sees the blob; conductor-python 2.
 nothing: the table says which side got the right ``length``.
 
 ``--server local``: LocalConductor with its default thresholds (its own storage). ``--server real-pg``:
-conductor-oss 3.32.1 on PostgreSQL with the PostgreSQL payload storage (tests/postgres_server.py and
-tests/real_server.py start both). Rounds alternate ours and the peer; each round is one workflow
+conductor-oss 3.32.1 on PostgreSQL with the PostgreSQL payload storage (tests/support/postgres.py and
+tests/support/conductor_oss start both). Rounds alternate ours and the peer; each round is one workflow
 per side, timed from start to COMPLETED, after both sides' workers are polling.
 """
 from __future__ import annotations
@@ -115,8 +115,8 @@ def _server(kind: str) -> Tuple[str, Callable[[], None]]:
         local = LocalConductor().start()
         return local.url, local.stop
     if kind == "real-pg":
-        from postgres_server import PostgresServer
-        from real_server import RealConductorServer
+        from support.conductor_oss import RealConductorServer
+        from support.postgres import PostgresServer
 
         postgres = PostgresServer().start()
         server = RealConductorServer(postgres_jdbc_url=postgres.jdbc_url).start()

@@ -47,7 +47,7 @@ def start_local() -> Tuple[str, Callable[[], None]]:
 
 
 def start_real() -> Tuple[str, Callable[[], None]]:
-    from real_server import RealConductorServer
+    from support.conductor_oss import RealConductorServer
 
     server = RealConductorServer()
     server.start()

@@ -8,14 +8,11 @@ from typing import Iterator
 import pytest
 
 # ----------------------------------------------------------------------------------------------
-# Real conductor-oss server (tests/real_server.py). One JVM per test session; set
+# Real conductor-oss server (tests/support/conductor_oss; tests/real_server.py runs one by hand). One JVM per test session; set
 # CONDUCTOR_REAL_SERVER_URL to use a server that is already running. Without Java/the jar the
 # tests that need it are skipped on a person's machine and fail in CI (CI=true).
 # ----------------------------------------------------------------------------------------------
-try:
-    from real_server import RealConductorServer, describe_selection
-except ImportError:  # tests/ imported as a package
-    from tests.real_server import RealConductorServer, describe_selection  # type: ignore[no-redef,import-not-found,unused-ignore]
+from support.conductor_oss import RealConductorServer, describe_selection
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -60,14 +57,11 @@ def real_server_url(real_server: RealConductorServer) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# conductor-oss on PostgreSQL with the PostgreSQL external payload storage (tests/postgres_server.py
+# conductor-oss on PostgreSQL with the PostgreSQL external payload storage (tests/support/postgres.py
 # starts a throwaway PostgreSQL from Debian's package). Started only by the tests that ask for it;
 # like the SQLite server: skipped on a person's machine when it cannot start, a failure in CI.
 # ----------------------------------------------------------------------------------------------
-try:
-    from postgres_server import PostgresServer
-except ImportError:  # tests/ imported as a package
-    from tests.postgres_server import PostgresServer  # type: ignore[no-redef,import-not-found,unused-ignore]
+from support.postgres import PostgresServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,8 @@
 """A Conductor cluster on this machine: PostgreSQL, two conductor-oss nodes, HAProxy in front.
 
-* **PostgreSQL** (Debian's ``postgresql`` package, ``tests/postgres_server.py``): database, queues,
+* **PostgreSQL** (Debian's ``postgresql`` package, ``tests/support/postgres.py``): database, queues,
   indexing and the workflow execution lock of every node.
-* **conductor-oss nodes** (``tests/real_server.py``, the 3.32.1 boot jar from the local Maven
+* **conductor-oss nodes** (``tests/support/conductor_oss``, the 3.32.1 boot jar from the local Maven
   repository, fetched with ``mvn`` when missing), each on its own loopback port, sharing that database
   (``CLUSTER_ARGS`` below on top of ``real_server.postgres_args``).
 * **HAProxy** (Debian's ``haproxy``, installed with ``apt-get`` when missing and running as root) on a
@@ -39,11 +39,11 @@ from types import TracebackType
 from typing import IO, Dict, List, Optional, Sequence, Type
 
 _TESTS = Path(__file__).resolve().parent.parent
-if str(_TESTS) not in sys.path:  # real_server and postgres_server are top-level modules of tests/
+if str(_TESTS) not in sys.path:  # the support package is importable from tests/
     sys.path.append(str(_TESTS))
 
-from postgres_server import PostgresError, PostgresServer, find_bin_dir  # noqa: E402
-from real_server import RealConductorServer, RealServerError, check_health, postgres_args  # noqa: E402
+from support.postgres import PostgresError, PostgresServer, find_bin_dir  # noqa: E402
+from support.conductor_oss import RealConductorServer, RealServerError, check_health, postgres_args  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

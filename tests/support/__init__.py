@@ -9,5 +9,8 @@ has no ``__init__.py``); the benchmark scripts append ``tests/`` to ``sys.path``
 * ``support.scripted_server``: ``ScriptedServer``, an HTTP server answering each path from a script;
 * ``support.fault_server``: ``FaultServer``, Conductor's task API for one task type, with scripted faults;
 * ``support.workers``: ``Env`` and ``Flow``, a server with helpers for the worker-framework tests;
-* ``support.sockets``: the loopback listener, clean close and reset the two socket servers above share.
+* ``support.sockets``: the loopback listener, clean close and reset the two socket servers above share;
+* ``support.conductor_oss``: the real conductor-oss server (``RealConductorServer``; versions and Java,
+  the boot jar from Maven, the process); ``python tests/real_server.py`` runs one by hand;
+* ``support.postgres``: ``PostgresServer``, a throwaway PostgreSQL from Debian's package.
 """

@@ -7,7 +7,7 @@ belongs to the ``postgres`` system user, as initdb refuses to run as root. The r
 uses it for conductor-oss with PostgreSQL (database, queues, indexing and external payload storage);
 the cluster set-up of later work can share it.
 
-    python tests/postgres_server.py     # start one, print its JDBC URL, run until Ctrl-C
+    python tests/support/postgres.py    # start one, print its JDBC URL, run until Ctrl-C
 """
 from __future__ import annotations
 
