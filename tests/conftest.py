@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Iterator
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 # CONDUCTOR_REAL_SERVER_URL to use a server that is already running. Without Java/the jar the
 # tests that need it are skipped on a person's machine and fail in CI (CI=true).
 # ----------------------------------------------------------------------------------------------
+from support.availability import unavailable
 from support.conductor_oss import RealConductorServer, describe_selection
 
 
@@ -26,13 +26,6 @@ def pytest_collection_modifyitems(items: "list[pytest.Item]") -> None:
             item.add_marker(pytest.mark.real_server)
 
 
-def _unavailable(what: str, exc: BaseException) -> None:
-    """Skip on a person's machine; fail under CI=true, where the real server is mandatory."""
-    message = f"{what} unavailable: {type(exc).__name__}: {exc}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip("\n" + "!" * 30 + " SKIPPED: " + message)
-
 
 @pytest.fixture(scope="session")
 def real_server() -> Iterator[RealConductorServer]:
@@ -40,7 +33,7 @@ def real_server() -> Iterator[RealConductorServer]:
     try:
         server.start()
     except Exception as exc:  # any failure to obtain/start the server ends up in the message
-        _unavailable("real conductor server", exc)
+        unavailable("real conductor server", exc)
     try:
         yield server
     finally:
@@ -80,7 +73,7 @@ def real_server_pg() -> Iterator[RealConductorServer]:
         if server is not None:
             server.stop()
         postgres.stop()
-        _unavailable("real conductor server on PostgreSQL", exc)
+        unavailable("real conductor server on PostgreSQL", exc)
     try:
         yield server
     finally:

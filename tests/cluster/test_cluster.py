@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 import pytest
+from support.availability import unavailable
 
 from conductor_workers import ConductorClient, Configuration, Workflow
 
@@ -65,13 +66,6 @@ def size(scenario: str) -> int:
     return soak if SOAK else ci
 
 
-def _unavailable(what: str, exc: BaseException) -> None:
-    """Skip on a person's machine; fail under CI=true (as tests/conftest.py does for the real server)."""
-    message = f"{what} unavailable: {type(exc).__name__}: {exc}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip("\n" + "!" * 30 + " SKIPPED: " + message)
-
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ConductorCluster]:
@@ -81,7 +75,7 @@ def cluster() -> Iterator[ConductorCluster]:
         cluster.start()
     except Exception as exc:  # noqa: BLE001 - whatever kept it from starting goes into the message
         cluster.stop()
-        _unavailable("Conductor cluster (PostgreSQL + 2 conductor-oss nodes + HAProxy)", exc)
+        unavailable("Conductor cluster (PostgreSQL + 2 conductor-oss nodes + HAProxy)", exc)
     report("cluster", {"start_s": round(time.monotonic() - started, 1), "parts_s": {
         name: round(seconds, 1) for name, seconds in cluster.startup_seconds.items()}, "url": cluster.url})
     try:
