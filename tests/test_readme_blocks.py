@@ -123,7 +123,7 @@ def test_readme_block(block: Block, server_url: str, tmp_path: Path) -> None:
     where = f"README.md line {block.line} (under {block.heading!r})"
     compile(block.code, where, "exec")  # every block, fragments too, is valid Python
     if block.kind != "run":
-        pytest.skip(f"{where} is marked {block.kind}: compiled only")
+        return  # a marked fragment: that it compiles is what can be checked without its context
     script = tmp_path / "readme_block.py"
     script.write_text(block.code, encoding="utf-8")
     env = {
