@@ -116,7 +116,8 @@ def test_the_concurrency_bound_holds_while_tasks_overrun(env: Env) -> None:
     assert all(w.status is WorkflowStatus.FAILED for w in workflows)
     wait_until(lambda: executions[0] == 6 and running[0] == 0, message="every execution returned")
     assert most[0] <= 2, most[0]
-    assert manager.status()[flow.task_name].in_flight == 0
+    # the runner frees a slot just after the worker's function returns
+    wait_until(lambda: manager.status()[flow.task_name].in_flight == 0, message="every slot freed")
 
 
 def test_terminal_failure_when_asked_and_retries_otherwise(env: Env) -> None:
