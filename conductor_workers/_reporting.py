@@ -129,13 +129,12 @@ class Reporting:
             options = self._options
             if self._stopping or options.paused or self._in_flight > options.concurrency:
                 return False
-            gate = self._admission
-            if gate is None:
-                return True
-            # the finishing task still counts in _in_flight: running the next one keeps the count
-            return gate.may_poll(self.task_type) and self._in_flight <= gate.limit(
-                self.task_type, options.concurrency, self._in_flight - 1
-            )
+            in_flight = self._in_flight
+        gate = self._admission  # asked outside the lock: it may read its resource files
+        if gate is None:
+            return True
+        # the finishing task still counts in in_flight: running the next one keeps the count
+        return gate.may_poll(self.task_type) and in_flight <= gate.limit(self.task_type, options.concurrency, in_flight - 1)
 
     def _report(self, task: Task, result: TaskResult, received: float, *, take_next: bool = True) -> Optional[Task]:
         """Send ``result``; the next task to run in this slot, if update-v2 handed one back.

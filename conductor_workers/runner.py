@@ -290,18 +290,22 @@ class TaskRunner(Executing):
                         return options, free
                     self._cond.wait()
                     continue
-                may_poll = gate.may_poll(self.task_type)
-                limit = gate.limit(self.task_type, options.concurrency, self._in_flight) if may_poll else 0
-                seen = (limit, gate.state(self.task_type).get("reason", ""))
-                changed, self._admission_seen = seen != self._admission_seen, seen
+                in_flight = self._in_flight
+            # The gate may read its resource files (its first reading, or one its thread missed):
+            # asked outside the runner's lock, as the hook is called.
+            limit = gate.limit(self.task_type, options.concurrency, in_flight) if gate.may_poll(self.task_type) else 0
+            seen = (limit, gate.state(self.task_type).get("reason", ""))
+            if seen != self._admission_seen:
+                self._admission_seen = seen
+                if self._events is not None:
+                    call_hook(self._events.admission_changed, self.task_type, seen[0], seen[1])
+            with self._cond:
+                if self._stopping or self._options is not options:
+                    continue  # look again with what changed
                 free = limit - self._in_flight
-                if not changed:
-                    if free > 0:
-                        return options, free
-                    self._cond.wait(gate.wake_interval())
-                    continue
-            if self._events is not None:  # a hook runs outside the lock
-                call_hook(self._events.admission_changed, self.task_type, seen[0], seen[1])
+                if free > 0:
+                    return options, free
+                self._cond.wait(gate.wake_interval())
 
     def _poll_loop(self) -> None:
         try:
