@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         TaskContext,
         Worker,
         add_log,
+        check_time_limit,
         current_context,
         current_task,
         time_remaining,
@@ -79,6 +80,7 @@ _EXPORTS = {
     "TaskRunner": "runner",
     "Worker": "worker",
     "add_log": "worker",
+    "check_time_limit": "worker",
     "current_task": "worker",
     "worker_task": "worker",
 }

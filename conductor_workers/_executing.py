@@ -10,7 +10,7 @@ import functools
 import logging
 import threading
 import time
-from typing import Optional
+from typing import Dict, Optional
 
 import attrs
 
@@ -34,6 +34,7 @@ class Executing(Reporting):
     """Running tasks on pool threads; the attributes below are the runner's."""
 
     worker: Worker
+    _response_due: Dict[str, float]
     _handler: Handler
     _limited_handler: Handler
 
@@ -77,6 +78,9 @@ class Executing(Reporting):
         if lease:
             self._lease.track(task, received)
         started = time.monotonic()
+        if not lease and task.response_timeout_seconds > 0:  # past it, the slot counts as stuck
+            with self._stats_lock:
+                self._response_due[task.task_id] = time.time() + task.response_timeout_seconds - (started - received)
         worker_id = options.worker_id or self._hostname
         context: Optional[TaskContext] = None
         try:
@@ -107,6 +111,8 @@ class Executing(Reporting):
         finally:
             if lease:
                 self._lease.untrack(task.task_id)
+            with self._stats_lock:
+                self._response_due.pop(task.task_id, None)
         reported_early = context is not None and not context.settle()
         if reported_early:
             with self._stats_lock:

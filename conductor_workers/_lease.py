@@ -55,6 +55,13 @@ class LeaseKeeper:
             self._due.clear()
             self._cond.notify_all()
 
+    def problem(self) -> Optional[str]:
+        """Why lease extension cannot happen (its thread died with tasks to extend), None when it can."""
+        with self._cond:
+            if self._stopped or not self._due or (self._thread is not None and self._thread.is_alive()):
+                return None
+        return "the lease-extension thread is not running"
+
     def _run(self) -> None:
         while True:
             with self._cond:

@@ -45,6 +45,7 @@ class Reporting:
     _cond: threading.Condition
     _stopping: bool
     _in_flight: int
+    _early_reports: int
     _abort: threading.Event
     _use_v2: Optional[bool]
     _lease: LeaseKeeper
@@ -71,22 +72,34 @@ class Reporting:
     def _report_early(self, task: Task, result: TaskResult, received: float, worker_id: str) -> None:
         """Report a result settled while the task's thread still runs (over its time limit), at once.
 
-        The report runs on a thread of its own: the caller is the time-limit watchdog, which must
-        not wait for HTTP. The task's slot stays taken until its own thread returns.
+        The report runs on a thread of its own: the caller is the time-limit watchdog (or the task's
+        thread at a safe point), which must not wait for HTTP. The task's slot stays taken until its
+        own thread returns; the report counts in ``_early_reports`` until it is accepted or handed to
+        ``on_update_failure``, so that a drain waits for it.
         """
         result = attrs.evolve(result, worker_id=result.worker_id or worker_id)
         self._count("executions_failed")
         with self._stats_lock:
             self._overrunning[task.task_id] = time.time()
         self._lease.untrack(task.task_id)
+        with self._cond:
+            self._early_reports += 1
         thread = threading.Thread(
-            target=self._report, args=(task, result, received), kwargs={"take_next": False},
+            target=self._report_early_now, args=(task, result, received),
             name=f"cw-report-{self.task_type}", daemon=False,
         )
         try:
             thread.start()
         except RuntimeError:  # interpreter shutdown: report from here rather than not at all
+            self._report_early_now(task, result, received)
+
+    def _report_early_now(self, task: Task, result: TaskResult, received: float) -> None:
+        try:
             self._report(task, result, received, take_next=False)
+        finally:
+            with self._cond:
+                self._early_reports -= 1
+                self._cond.notify_all()
 
     def _fit_output(self, result: TaskResult) -> TaskResult:
         """Fail an output over the server's maximum here; upload one over its threshold if asked to."""

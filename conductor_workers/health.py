@@ -12,6 +12,13 @@ the server's last answer to a poll or a report), ``last_contact_age`` (seconds),
 A worker is healthy once its poll thread runs and the server answered it at least once. A worker
 that is paused, or whose slots are all busy, does not poll, so its silence is not held against it. "Recently" is ``max_silence`` seconds, but never less than one idle long poll and poll
 interval plus a second, so that an idle, healthy worker is never reported unhealthy.
+
+A worker is also unhealthy, and ``wedged`` in its report, when every one of its slots has been held
+for more than ``max_stuck`` seconds by tasks that overran their ``time_limit`` (already reported
+FAILED, their threads never returned) or run past their response timeout: it takes no work and
+never will by itself. ``conductor-workers run`` replaces such a process; a liveness probe on this
+endpoint restarts an embedded one. So is a worker whose time-limit watchdog or lease-extension
+thread died or is late (``problems`` says which).
 """
 from __future__ import annotations
 
@@ -31,11 +38,12 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SILENCE = 30.0
+DEFAULT_MAX_STUCK = 30.0
 HealthReport = Dict[str, Any]
 
 
 def worker_health(status: RunnerStatus, *, max_silence: float = DEFAULT_MAX_SILENCE,
-                  now: Optional[float] = None) -> Dict[str, Any]:
+                  max_stuck: float = DEFAULT_MAX_STUCK, now: Optional[float] = None) -> Dict[str, Any]:
     """The health of one worker from its :meth:`TaskRunner.status`; ``healthy`` says the verdict."""
     now = time.time() if now is None else now
     options = status.options
@@ -53,22 +61,32 @@ def worker_health(status: RunnerStatus, *, max_silence: float = DEFAULT_MAX_SILE
         problems.append("has not reached the server yet")
     elif not waiting and silence is not None and silence > allowed:
         problems.append(f"has not reached the server for {silence:.1f}s (allowed: {allowed:.1f}s)")
+    stuck = None if status.stuck_since is None else max(0.0, now - status.stuck_since)
+    wedged = stuck is not None and stuck > max_stuck
+    if wedged:
+        problems.append(
+            f"all {options.concurrency} slot(s) held by overrunning tasks (past their time limit or response "
+            f"timeout) for {stuck:.1f}s (allowed: {max_stuck:.1f}s)"
+        )
+    problems.extend(status.problems)
     report = {name: getattr(status, name) for name in (
         "polling", "paused", "in_flight", "last_contact", "last_error", "last_error_time", *COUNTERS)}
     report.update(
         admission=status.admission,
         healthy=not problems,
         overrunning=len(status.overrunning),
+        wedged=wedged,
         last_contact_age=None if silence is None else round(silence, 3),
         problems=problems,
     )
     return report
 
 
-def health_report(manager: "TaskManager", *, max_silence: float = DEFAULT_MAX_SILENCE) -> HealthReport:
+def health_report(manager: "TaskManager", *, max_silence: float = DEFAULT_MAX_SILENCE,
+                  max_stuck: float = DEFAULT_MAX_STUCK) -> HealthReport:
     """``{"healthy": bool, "status": "ok"|"unhealthy", "workers": {task_type: worker_health(...)}}``."""
     now = time.time()
-    workers = {name: worker_health(status, max_silence=max_silence, now=now)
+    workers = {name: worker_health(status, max_silence=max_silence, max_stuck=max_stuck, now=now)
                for name, status in manager.status().items()}
     healthy = bool(workers) and all(worker["healthy"] for worker in workers.values())
     return {"healthy": healthy, "status": "ok" if healthy else "unhealthy", "time": now, "workers": workers}
@@ -99,11 +117,13 @@ class HealthServer(Endpoint):
 
 
 def start_health_server(manager: "TaskManager", port: int = 0, host: str = "127.0.0.1", *,
-                        max_silence: float = DEFAULT_MAX_SILENCE) -> HealthServer:
+                        max_silence: float = DEFAULT_MAX_SILENCE,
+                        max_stuck: float = DEFAULT_MAX_STUCK) -> HealthServer:
     """Serve ``manager``'s :func:`health_report` at ``http://host:port/health`` (port 0: a free one)."""
-    if isinstance(max_silence, bool) or not isinstance(max_silence, (int, float)) or max_silence <= 0:
-        raise InvalidOptionError(f"max_silence must be a number of seconds > 0, got {max_silence!r}")
-    return HealthServer(lambda: health_report(manager, max_silence=max_silence), port, host)
+    for name, value in (("max_silence", max_silence), ("max_stuck", max_stuck)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise InvalidOptionError(f"{name} must be a number of seconds > 0, got {value!r}")
+    return HealthServer(lambda: health_report(manager, max_silence=max_silence, max_stuck=max_stuck), port, host)
 
 
-__all__ = ["DEFAULT_MAX_SILENCE", "HealthServer", "health_report", "start_health_server", "worker_health"]
+__all__ = ["DEFAULT_MAX_SILENCE", "DEFAULT_MAX_STUCK", "HealthServer", "health_report", "start_health_server", "worker_health"]

@@ -47,9 +47,9 @@ from .errors import ConductorError
 from .events import TaskEvents, UpdateFailureHook, call_hook, combine
 from .middleware import Middleware, chain
 from .models import Task
-from .options import PollingOptions
+from .options import MAX_BATCH_POLL_TIMEOUT_MS, PollingOptions
 from .status import COUNTERS, RunnerStatus
-from .time_limit import TimeLimitMiddleware
+from .time_limit import TimeLimitMiddleware, watchdog
 from .worker import Worker
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -97,6 +97,8 @@ class TaskRunner(Executing):
         self._cond = threading.Condition()
         self._options = options if options is not None else PollingOptions()
         self._in_flight = 0
+        self._early_reports = 0  # time-limit failures still being reported on threads of their own
+        self._long_polling: Optional[threading.Thread] = None  # the poll thread, while in an idle long poll
         self._blocked_in_stop = 0  # our pool threads now waiting inside some stop(): not waited for
         self._wake_gen = 0
         self._stopping = False
@@ -114,6 +116,7 @@ class TaskRunner(Executing):
         self._stats: Dict[str, Any] = dict.fromkeys(COUNTERS, 0)
         self._stats.update(last_error=None, last_error_time=None)
         self._overrunning: Dict[str, float] = {}  # task id -> time.time() it was reported over its time limit
+        self._response_due: Dict[str, float] = {}  # running task id -> time.time() its response timeout ends
         self._last_contact: Optional[float] = None  # time.time() the server last answered a poll or report
 
     # -- public API --------------------------------------------------------------------------------
@@ -145,6 +148,12 @@ class TaskRunner(Executing):
     def start(self) -> None:
         """Start polling; harmless when already polling (and a restart when the poll thread died)."""
         with self._cond:
+            previous = self._thread if self._stopping else None
+        if previous is not None and previous is not threading.current_thread():
+            # A stop() does not wait out an idle long poll: the last run's poll thread may still be
+            # in it. Its answer is handed back; wait for that before polling again.
+            previous.join(MAX_BATCH_POLL_TIMEOUT_MS / 1000.0 + 5.0)
+        with self._cond:
             alive = self._thread is not None and self._thread.is_alive()
             if self._running and not self._stopping and alive:
                 return
@@ -161,10 +170,13 @@ class TaskRunner(Executing):
     def stop(self, timeout: Optional[float] = 30.0) -> bool:
         """Stop polling, let in-flight tasks finish and report; True when all did within ``timeout`` s.
 
-        Returns within ``timeout``, and True only when the poll thread has ended and no task is
-        still running. Otherwise the poll thread ends as soon as its last poll is answered (tasks
-        that poll brings are handed back), and tasks still running keep running, but their reports
-        are no longer retried (a failed one is logged and passed to ``on_update_failure``).
+        Returns within ``timeout``, and True only when no task is still running, every result
+        (time-limit failures reported early included) was accepted by the server or handed to
+        ``on_update_failure``, and the poll thread has ended or is idle in its last long poll. That
+        long poll is not waited out, and never cut (the server may already have handed a task to
+        it): the poll thread ends when it is answered, and hands back whatever it brings. Tasks still
+        running at the deadline keep running, but their reports are no longer retried (a failed one
+        is logged and passed to ``on_update_failure``).
         Idempotent, callable from any thread, also from a worker's ``execute`` (which does not wait
         for its own task).
         """
@@ -173,7 +185,8 @@ class TaskRunner(Executing):
         if thread is None:
             return True
         if thread is not threading.current_thread():
-            thread.join(_remaining(deadline))
+            with self._cond:  # ended, or idle in its last long poll (not waited out)
+                self._cond.wait_for(lambda: not thread.is_alive() or self._long_polling is thread, _remaining(deadline))
         # A task's thread that waits here (in this or any runner's stop) is not waited for: neither
         # a worker stopping its own runner nor two workers stopping each other's can deadlock.
         caller: Optional[TaskRunner] = getattr(_current, "runner", None)
@@ -182,9 +195,11 @@ class TaskRunner(Executing):
         try:
             with self._cond:
                 drained = self._cond.wait_for(
-                    lambda: self._in_flight <= self._blocked_in_stop, _remaining(deadline)
+                    lambda: self._in_flight <= self._blocked_in_stop and not self._early_reports, _remaining(deadline)
                 )
                 left = self._in_flight - self._blocked_in_stop
+                early = self._early_reports
+                poll_done = not thread.is_alive() or self._long_polling is thread
         finally:
             if caller is not None:
                 caller._note_blocked(-1)
@@ -193,8 +208,9 @@ class TaskRunner(Executing):
             with self._cond:
                 if self._thread is thread:  # not a later start()'s run
                     self._abort.set()
-            log.error("%s: stop timed out with %d task(s) still running", self.task_type, left)
-        elif not poll_ended:
+            log.error("%s: stop timed out with %d task(s) still running and %d time-limit report(s) unsent",
+                      self.task_type, left, early)
+        elif not poll_done:
             log.warning(
                 "%s: stop timed out while the last poll waits for the server's answer; the poll thread "
                 "ends when it arrives (tasks it brings are handed back)",
@@ -209,7 +225,7 @@ class TaskRunner(Executing):
             self._lease.stop()
         if current:
             log.info("%s: polling stopped", self.task_type)
-        return drained and poll_ended
+        return drained and poll_done
 
     def _note_blocked(self, change: int) -> None:
         with self._cond:
@@ -234,11 +250,17 @@ class TaskRunner(Executing):
 
     def status(self) -> RunnerStatus:
         """Options in force, polling/paused, in-flight, overrunning tasks and counters (a frozen value)."""
+        now = time.time()
         with self._stats_lock:
             counters = dict(self._stats)
             overrunning = tuple(sorted(self._overrunning))
+            # since when each stuck slot is stuck: reported over its time limit, or past its response timeout
+            stuck = sorted([*self._overrunning.values(), *(
+                due for task_id, due in self._response_due.items() if due <= now and task_id not in self._overrunning
+            )])
         with self._cond:
             options, in_flight = self._options, self._in_flight
+        problems = tuple(p for p in (self._lease.problem(), watchdog.problem() if options.time_limit else None) if p)
         return RunnerStatus(
             task_type=self.task_type,
             options=options,
@@ -249,6 +271,8 @@ class TaskRunner(Executing):
             update_v2=self._use_v2,
             last_contact=self._last_contact,
             admission=None if self._admission is None else self._admission.state(self.task_type),
+            stuck_since=stuck[options.concurrency - 1] if len(stuck) >= options.concurrency else None,
+            problems=problems,
             **counters,
         )
 
@@ -317,6 +341,10 @@ class TaskRunner(Executing):
             if self._executor is not None:
                 self._executor.shutdown(wait=False)
             self._executor, self._executor_size = None, 0
+            with self._cond:
+                if self._thread is threading.current_thread() and self._stopping:
+                    self._running = False  # a stop() that did not wait for this thread is complete now
+                self._cond.notify_all()
 
     def _poll_until_stopped(self) -> None:
         backoff = Backoff()
@@ -333,7 +361,9 @@ class TaskRunner(Executing):
                     continue
                 requested = 1 if long_poll else free
                 if long_poll:
-                    tasks = self._poll(options, 1, options.batch_poll_timeout)
+                    tasks = self._long_poll(options)
+                    if tasks is None:
+                        return
                 else:
                     tasks = self._poll(options, free, 0)
                 if self._admission is not None:
@@ -342,6 +372,9 @@ class TaskRunner(Executing):
                 self._poll_log.succeeded()
                 had_tasks = self._dispatch(tasks) > 0 if tasks else False
             except Exception as exc:  # noqa: BLE001 - the loop must survive anything; logged below
+                if self._stopping:  # the last long poll of a stop() that did not wait for it
+                    log.debug("%s: the last poll after stopping failed: %s", self.task_type, exc)
+                    return
                 delay = retry_delay(backoff, exc)
                 self._record_error(exc)
                 if isinstance(exc, ConductorError):
@@ -354,6 +387,18 @@ class TaskRunner(Executing):
                 continue
             if long_poll and not had_tasks and options.poll_interval:
                 self._sleep(options.poll_interval / 1000.0)
+
+    def _long_poll(self, options: PollingOptions) -> Optional[List[Task]]:
+        """Wait for one task; None when stopping. A stop() meanwhile does not wait for the answer."""
+        with self._cond:
+            if self._stopping:
+                return None
+            self._long_polling = threading.current_thread()
+        try:
+            return self._poll(options, 1, options.batch_poll_timeout)
+        finally:
+            with self._cond:
+                self._long_polling = None
 
     def _poll(self, options: PollingOptions, count: int, timeout_ms: int) -> List[Task]:
         started = time.monotonic()

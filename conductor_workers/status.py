@@ -33,6 +33,11 @@ class RunnerStatus:
     :param last_error_time: its ``time.time()``.
     :param last_contact: ``time.time()`` the server last answered a poll or a report, None before its first answer.
     :param update_v2: whether the server takes update-v2 (None until the first report).
+    :param stuck_since: ``time.time()`` since when every slot (``concurrency``) is held by a task that
+        overran its ``time_limit`` or runs past its response timeout (without lease extension), None
+        while at least one slot is not. A worker stuck for long is *wedged* (see ``/health``).
+    :param problems: threads of the runner that cannot do their job (the time-limit watchdog, the
+        lease-extension thread): dead, or late.
     :param admission: with an admission gate, its state for this worker: ``limit`` (slots it may
         hold now), ``reason`` (why the limit is where it is), ``signal`` and ``memory_fraction``.
     """
@@ -54,12 +59,15 @@ class RunnerStatus:
     last_contact: Optional[float]
     update_v2: Optional[bool]
     admission: Optional[Dict[str, Any]] = None
+    stuck_since: Optional[float] = None
+    problems: Tuple[str, ...] = ()
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain data (options as a dict, ids as a list) for JSON."""
         data = attrs.asdict(self, recurse=False)
         data["options"] = attrs.asdict(self.options)
         data["overrunning"] = list(self.overrunning)
+        data["problems"] = list(self.problems)
         return data
 
 

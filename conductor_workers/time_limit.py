@@ -1,127 +1,151 @@
-"""The ``time_limit`` option, written as a middleware: a task that runs too long fails at once.
+"""The ``time_limit`` option, written as a middleware: a task that runs too long fails on time.
 
 When a task has run ``time_limit`` seconds, a watchdog thread (one per process, started on first
-use) does three things, in this order and under one lock:
+use) settles it FAILED (FAILED_WITH_TERMINAL_ERROR with ``time_limit_terminal``) through
+:meth:`TaskContext.expire`: the runner reports that at once, on a thread of its own, so the workflow
+moves on and the server's retry policy applies. The watchdog does nothing else to the worker's thread.
 
-1. settles the task with a FAILED result (FAILED_WITH_TERMINAL_ERROR with ``time_limit_terminal``)
-   whose reason names the limit, through :meth:`TaskContext.report_now`: the runner reports it
-   at once, so the workflow moves on and the server's retry policy applies;
-2. raises :class:`~conductor_workers.TimeLimitExceeded` in the worker's thread (CPython's
-   asynchronous exception). That interrupts Python code at its next bytecode; code blocked in C (a
-   socket read, ``time.sleep``) sees it only when the call returns;
-3. nothing else: the task's slot stays taken until the worker's thread really returns, so the
-   concurrency bound holds; ``TaskRunner.status()`` lists such tasks as overrunning, and whatever
-   the worker returns late is discarded and logged, never reported over the failure.
+The worker's thread learns of it at its next **safe point**: :func:`~conductor_workers.check_time_limit`
+or :func:`~conductor_workers.add_log` raise :class:`~conductor_workers.TimeLimitExceeded` there, once.
+No exception is ever delivered from outside (CPython's ``PyThreadState_SetAsyncExc``): such an
+exception lands at an arbitrary bytecode, so it can leave a lock held (``logging``'s handler lock, a
+``Condition``, a ``Queue``, a connection pool, the watchdog's own) and wedge the whole process.
 
-Workers that prefer to stop on their own read :func:`conductor_workers.time_remaining`.
+A task that never reaches a safe point keeps its slot until its thread returns, so the concurrency
+bound holds; :meth:`TaskRunner.status` lists it in ``overrunning``, and when every slot of a worker
+is held that way for a while the worker is *stuck* (``RunnerStatus.stuck_since``), which ``/health``
+reports and ``conductor-workers run`` answers by replacing the process (its hard limit). Whatever
+the worker returns late is discarded and logged, never reported over the failure.
 """
 from __future__ import annotations
 
-import ctypes
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
 from .errors import TimeLimitExceeded
 from .middleware import CallNext, Middleware
-from .models import Task, TaskResult
+from .models import Task
 from .worker import TaskContext, WorkerResult, current_context
 
 log = logging.getLogger(__name__)
 
-
-def _set_async_exc(thread_id: int, exc: Optional[type]) -> bool:
-    """Raise ``exc`` in the thread ``thread_id`` at its next bytecode (None: clear a pending one)."""
-    set_async_exc = getattr(getattr(ctypes, "pythonapi", None), "PyThreadState_SetAsyncExc", None)
-    if set_async_exc is None:  # not CPython
-        return False
-    return bool(set_async_exc(ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else None))
+MAX_WAIT = 60.0  # the watchdog never waits longer than this in one go (any deadline is safe to hold)
+LATE_FIRE = 5.0  # a watch due this many seconds ago and still not fired: the watchdog is blocked
 
 
 class _Watch:
-    __slots__ = ("deadline", "context", "thread_id", "fired", "ended")
+    __slots__ = ("deadline", "context", "ended")
 
-    def __init__(self, deadline: float, context: TaskContext, thread_id: int) -> None:
+    def __init__(self, deadline: float, context: TaskContext) -> None:
         self.deadline = deadline
         self.context = context
-        self.thread_id = thread_id
-        self.fired = False
         self.ended = False
 
 
-class _Watchdog:
-    """One thread that fires the watches whose deadline passed."""
+class Watchdog:
+    """One thread that expires the watched contexts whose deadline passed.
+
+    It holds its lock only for its own bookkeeping: expiring a context (which hands the failure to
+    the runner) happens outside it, and no exception from one context stops it.
+    """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()  # guards everything below
+        self._cond = threading.Condition(threading.Lock())  # guards everything below
         self._watches: Dict[int, _Watch] = {}
         self._heap: List[Tuple[float, int]] = []
         self._ids = itertools.count()
         self._thread: Optional[threading.Thread] = None
 
-    def watch(self, context: TaskContext) -> Tuple[int, _Watch]:
-        assert context.deadline is not None
-        watch = _Watch(context.deadline, context, threading.get_ident())
+    def watch(self, context: TaskContext) -> Optional[int]:
+        """Watch ``context`` until :meth:`end`; None when its deadline is never reached (inf, nan)."""
+        deadline = context.deadline
+        if deadline is None or not math.isfinite(deadline):
+            return None
         with self._cond:
             key = next(self._ids)
-            self._watches[key] = watch
-            earliest = not self._heap or watch.deadline < self._heap[0][0]
-            heapq.heappush(self._heap, (watch.deadline, key))
-            if self._thread is None:
+            self._watches[key] = _Watch(deadline, context)
+            earliest = not self._heap or deadline < self._heap[0][0]
+            heapq.heappush(self._heap, (deadline, key))
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="cw-time-limit", daemon=True)
                 self._thread.start()
             elif earliest:
                 self._cond.notify()
-        return key, watch
+        return key
 
-    def end(self, key: int, watch: _Watch) -> bool:
-        """The watched code has returned (call on its thread); True when the watch had fired."""
+    def end(self, key: Optional[int]) -> None:
+        """The watched code has returned: its limit no longer fires."""
+        if key is None:
+            return
         with self._cond:
-            watch.ended = True
-            self._watches.pop(key, None)
+            watch = self._watches.pop(key, None)
+            if watch is not None:
+                watch.ended = True
             if len(self._heap) > 2 * len(self._watches) + 64:  # drop the entries of ended watches
                 self._heap = [(w.deadline, k) for k, w in self._watches.items()]
                 heapq.heapify(self._heap)
-            if watch.fired:
-                _set_async_exc(watch.thread_id, None)  # not raised yet: it must not escape later
-            return watch.fired
+
+    def problem(self) -> Optional[str]:
+        """Why the watchdog cannot do its job (dead, or a limit long overdue), None when it can."""
+        with self._cond:
+            thread = self._thread
+            overdue = min((w.deadline for w in self._watches.values()), default=None)
+        if overdue is None:
+            return None
+        if thread is None or not thread.is_alive():
+            return "the time-limit watchdog thread is not running"
+        late = time.monotonic() - overdue
+        if late > LATE_FIRE:
+            return f"the time-limit watchdog is {late:.0f}s late firing a limit"
+        return None
+
+    def _due(self) -> List[_Watch]:
+        """Pop the watches whose deadline passed; wait for the next one when none did."""
+        with self._cond:
+            now = time.monotonic()
+            due: List[_Watch] = []
+            while self._heap and (self._heap[0][0] <= now or self._heap[0][1] not in self._watches):
+                _, key = heapq.heappop(self._heap)
+                watch = self._watches.pop(key, None)
+                if watch is not None:
+                    due.append(watch)
+            if not due:
+                wait = min(self._heap[0][0] - now, MAX_WAIT) if self._heap else MAX_WAIT
+                self._cond.wait(max(wait, 0.0))
+            return due
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                now = time.monotonic()
-                while self._heap and (self._heap[0][0] <= now or self._heap[0][1] not in self._watches):
-                    _, key = heapq.heappop(self._heap)
-                    watch = self._watches.pop(key, None)
-                    if watch is not None and not watch.ended:
-                        self._fire(watch)
-                wait = self._heap[0][0] - now if self._heap else None
-                self._cond.wait(wait)
+            try:
+                due = self._due()
+            except Exception:  # noqa: BLE001 - the watchdog must outlive any bug; logged
+                log.exception("time-limit watchdog: unexpected error; going on")
+                threading.Event().wait(0.1)
+                continue
+            for watch in due:
+                try:
+                    _expire(watch.context)
+                except Exception:  # noqa: BLE001 - one task's failure must not end every other limit
+                    log.exception("time-limit watchdog: could not expire task %s", watch.context.task.task_id)
 
-    def _fire(self, watch: _Watch) -> None:
-        """Settle the task as failed and interrupt its thread (caller holds ``_cond``)."""
-        context = watch.context
-        task = context.task
-        reason = (
-            f"time limit exceeded: the task ran longer than its time_limit of {context.time_limit:g} s"
-        )
-        result = TaskResult.failed(reason, terminal=context.time_limit_terminal)
-        if not context.report_now(result):
-            return  # settled otherwise in the meantime
-        watch.fired = True
-        if not _set_async_exc(watch.thread_id, TimeLimitExceeded):
-            log.warning("task %s: cannot interrupt its thread on this Python; it runs on", task.task_id)
+
+def _expire(context: TaskContext) -> None:
+    task = context.task
+    if context.expire():
         log.warning(
-            "%s: task %s of workflow %s exceeded its time limit of %g s: reported FAILED; its thread was "
-            "asked to stop",
+            "%s: task %s of workflow %s exceeded its time limit of %g s: reported FAILED; the worker "
+            "sees TimeLimitExceeded at its next check_time_limit()/add_log(), and its slot stays held "
+            "until it returns",
             task.task_type, task.task_id, task.workflow_instance_id, context.time_limit,
         )
 
 
-_watchdog = _Watchdog()
+watchdog = Watchdog()
 
 
 class TimeLimitMiddleware(Middleware):
@@ -131,34 +155,20 @@ class TimeLimitMiddleware(Middleware):
         context = current_context()
         if context is None or context.deadline is None:
             return call_next(task)
-        key, watch = _watchdog.watch(context)
-        exceeded = f"the task ran longer than its time_limit of {context.time_limit:g} s"
+        key = watchdog.watch(context)
         try:
             result = call_next(task)
-        except TimeLimitExceeded:
-            if not _end(key, watch):
-                raise  # the worker's own
-            raise TimeLimitExceeded(exceeded) from None
-        except BaseException:
-            _end(key, watch)  # fired or not, the runner decides what to report
-            raise
-        if _end(key, watch):
+        finally:
+            watchdog.end(key)
+        if context.expired:
+            assert context.deadline is not None
             log.warning(
                 "%s: task %s returned %.1f s after its time limit of %g s; that result is discarded "
                 "(the task was reported FAILED)",
-                task.task_type, task.task_id, time.monotonic() - watch.deadline, context.time_limit,
+                task.task_type, task.task_id, time.monotonic() - context.deadline, context.time_limit,
             )
-            raise TimeLimitExceeded(exceeded)
+            raise TimeLimitExceeded(context.exceeded_message())
         return result
 
 
-def _end(key: int, watch: _Watch) -> bool:
-    """End the watch; an interruption that lands while ending it is caught and the end retried."""
-    while True:
-        try:
-            return _watchdog.end(key, watch)
-        except TimeLimitExceeded:
-            continue
-
-
-__all__ = ["TimeLimitExceeded", "TimeLimitMiddleware"]
+__all__ = ["TimeLimitExceeded", "TimeLimitMiddleware", "Watchdog", "watchdog"]

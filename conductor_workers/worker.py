@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import attrs
 
-from .errors import InvalidOptionError, NonRetryableError
+from .errors import InvalidOptionError, NonRetryableError, TimeLimitExceeded
 from .models import Task, TaskDef, TaskExecLog, TaskResult, TaskResultStatus
 from .options import OPTION_NAMES, check_option_names
 
@@ -31,11 +31,16 @@ class TaskContext:
     ``time_limit`` is the limit in force when the task started (seconds, None without one) and
     ``deadline`` the ``time.monotonic()`` it ends at; :meth:`time_remaining` is what a worker that
     checks cooperatively reads. :meth:`report_now` settles the task's result early, from any thread.
+
+    Past the deadline, :meth:`expire` (the time-limit watchdog) settles the task FAILED, and the next
+    *safe point* the worker's own thread reaches (:meth:`check_time_limit`, :meth:`add_log`) raises
+    :class:`~conductor_workers.TimeLimitExceeded`, once. Nothing is ever raised into the thread from
+    outside: an interruption can then never land inside a lock, ours or the standard library's.
     """
 
     __slots__ = (
         "task", "logs", "time_limit", "time_limit_terminal", "deadline", "_lock", "_settled", "_reporter",
-        "early_result",
+        "early_result", "_interrupted",
     )
 
     def __init__(
@@ -56,8 +61,15 @@ class TaskContext:
         self._reporter = reporter
         #: the result :meth:`report_now` settled the task with, None until then
         self.early_result: Optional[TaskResult] = None
+        self._interrupted = False  # TimeLimitExceeded was raised at a safe point (only the task's thread)
 
     def add_log(self, message: str) -> None:
+        """Append a line to the task's execution log; a safe point (see :meth:`check_time_limit`)."""
+        self.append_log(message)
+        self.check_time_limit()
+
+    def append_log(self, message: str) -> None:
+        """Append a line to the task's execution log; never raises (what the runner itself uses)."""
         self.logs.append(
             TaskExecLog(log=str(message), task_id=self.task.task_id, created_time=int(time.time() * 1000))
         )
@@ -65,6 +77,33 @@ class TaskContext:
     def time_remaining(self) -> Optional[float]:
         """Seconds left before the task's time limit (negative once past it); None without a limit."""
         return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def check_time_limit(self) -> None:
+        """A safe point: raise :class:`~conductor_workers.TimeLimitExceeded` once the time limit has passed.
+
+        Raised once per task (a worker may clean up, log and return after catching it); the task is
+        reported FAILED first, if the watchdog has not done so already. Call it from the worker's own
+        thread, in loops that may run long.
+        """
+        deadline = self.deadline
+        if deadline is None or self._interrupted or time.monotonic() < deadline:
+            return
+        self._interrupted = True
+        self.expire()
+        raise TimeLimitExceeded(self.exceeded_message())
+
+    def exceeded_message(self) -> str:
+        return f"the task ran longer than its time_limit of {self.time_limit:g} s"
+
+    def expire(self) -> bool:
+        """Settle the task FAILED over its time limit and report it now; False when already settled."""
+        reason = f"time limit exceeded: {self.exceeded_message()}"
+        return self.report_now(TaskResult.failed(reason, terminal=self.time_limit_terminal))
+
+    @property
+    def expired(self) -> bool:
+        """The task was settled early (over its time limit): whatever ``execute`` returns is discarded."""
+        return self.early_result is not None
 
     def report_now(self, result: TaskResult) -> bool:
         """Settle the task with ``result`` now, from any thread, while ``execute`` may still run.
@@ -108,6 +147,15 @@ def time_remaining() -> Optional[float]:
     return context.time_remaining() if context is not None else None
 
 
+def check_time_limit() -> None:
+    """A safe point for the current task's ``time_limit``: raises
+    :class:`~conductor_workers.TimeLimitExceeded` (once) when it has passed; a no-op without a limit or
+    outside ``execute``. Call it in loops that may run long."""
+    context: Optional[TaskContext] = getattr(_local, "context", None)
+    if context is not None:
+        context.check_time_limit()
+
+
 def current_task() -> Optional[Task]:
     """The task this thread is executing, or None outside ``execute``."""
     context: Optional[TaskContext] = getattr(_local, "context", None)
@@ -117,7 +165,8 @@ def current_task() -> Optional[Task]:
 def add_log(message: str) -> None:
     """Append a line to the current task's execution log (sent with its result).
 
-    Outside ``execute`` this raises ``RuntimeError``: there is no task to attach the line to.
+    Outside ``execute`` this raises ``RuntimeError``: there is no task to attach the line to. Inside,
+    it is a safe point for the task's time limit (see :func:`check_time_limit`).
     """
     context: Optional[TaskContext] = getattr(_local, "context", None)
     if context is None:
@@ -318,7 +367,7 @@ def run_task(
         result = TaskResult.failed(str(exc) or type(exc).__name__, terminal=True)
     except BaseException as exc:  # noqa: BLE001 - whatever the worker raises fails its task
         error = exc
-        context.add_log("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        context.append_log("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
         result = TaskResult.failed(str(exc) or type(exc).__name__)
     finally:
         _local.context = None
@@ -337,6 +386,7 @@ __all__ = [
     "TaskContext",
     "Worker",
     "add_log",
+    "check_time_limit",
     "current_context",
     "current_task",
     "time_remaining",

@@ -5,8 +5,9 @@
 Three workers, each with ``time_limit=1`` (seconds):
 
 * ``cw_tl_quick`` finishes in time;
-* ``cw_tl_spin`` loops in pure Python and is interrupted (``TimeLimitExceeded`` is raised in its
-  thread); its task is FAILED within about a second, and the definition's one retry runs and fails too;
+* ``cw_tl_spin`` never ends by itself; its task is FAILED within about a second, the loop's safe
+  point (:func:`check_time_limit`) raises ``TimeLimitExceeded`` in it, and the definition's one
+  retry runs and fails too;
 * ``cw_tl_cooperative`` checks :func:`time_remaining` and stops early by itself, returning what it
   has done so far.
 
@@ -27,6 +28,7 @@ from conductor_workers import (
     WorkflowExecutor,
     WorkflowStatus,
     WorkflowTask,
+    check_time_limit,
     time_remaining,
     worker_task,
 )
@@ -39,8 +41,9 @@ def quick(n: int) -> Dict[str, Any]:
 
 @worker_task("cw_tl_spin", time_limit=1)
 def spin(n: int) -> Dict[str, Any]:
-    while True:  # a bug: never ends
+    while True:  # a bug: never ends by itself...
         n += 1
+        check_time_limit()  # ...but past the limit its safe point raises TimeLimitExceeded
 
 
 @worker_task("cw_tl_cooperative", time_limit=1)
