@@ -20,8 +20,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
+from . import _validate
 from ._httpserve import Endpoint, Route
-from .errors import InvalidOptionError
 
 from .status import COUNTERS, RunnerStatus
 
@@ -101,8 +101,7 @@ class HealthServer(Endpoint):
 def start_health_server(manager: "TaskManager", port: int = 0, host: str = "127.0.0.1", *,
                         max_silence: float = DEFAULT_MAX_SILENCE) -> HealthServer:
     """Serve ``manager``'s :func:`health_report` at ``http://host:port/health`` (port 0: a free one)."""
-    if isinstance(max_silence, bool) or not isinstance(max_silence, (int, float)) or max_silence <= 0:
-        raise InvalidOptionError(f"max_silence must be a number of seconds > 0, got {max_silence!r}")
+    max_silence = _validate.seconds("max_silence", max_silence, positive=True)
     return HealthServer(lambda: health_report(manager, max_silence=max_silence), port, host)
 
 
