@@ -55,7 +55,8 @@ def _is_int(value: object) -> bool:
 def seconds_problem(value: object, *, positive: bool = False, maximum: float = MAX_WAIT_SECONDS) -> Optional[str]:
     """Why ``value`` is not a usable number of seconds (None when it is)."""
     lower = "> 0" if positive else ">= 0"
-    expected = f"a number of seconds {lower} and <= {maximum:g}"
+    days = f" ({maximum / 86400:g} days)" if maximum >= 86400 else ""
+    expected = f"a number of seconds {lower} and <= {maximum:.0f}{days}"
     if not _is_number(value):
         return f"must be {expected}, got {value!r}"
     number = float(value)  # type: ignore[arg-type]  # an int or float, checked above

@@ -154,12 +154,22 @@ def _parse(option: str, variable: str, raw: str) -> Any:
         if kind == "seconds" and value.lower() in ("", "none"):
             return None
         try:
-            number = _validate.parse_number(value) if kind == "seconds" else _validate.parse_int(value)
-            _FIELDS[option].validator(None, _FIELDS[option], number)  # type: ignore[misc]  # name the variable
+            return parse_option(option, value)
         except InvalidOptionError as exc:
             raise InvalidOptionError(f"environment variable {variable}={raw!r}: {exc}") from None
-        return number
     return value or None
+
+
+def parse_option(name: str, text: str) -> Any:
+    """The value of the numeric option ``name`` written as ``text`` (an environment variable, a flag),
+    checked by the option's own validator: InvalidOptionError unless ``PollingOptions`` takes it."""
+    kind = _KINDS[name]
+    if kind not in ("int", "seconds"):
+        raise InvalidOptionError(f"{name} is not a numeric option")
+    number = _validate.parse_number(text) if kind == "seconds" else _validate.parse_int(text)
+    field = _FIELDS[name]
+    field.validator(None, field, number)  # type: ignore[misc]  # attrs validators take (instance, attribute, value)
+    return number
 
 
 def options_from_env(task_def_name: str, environ: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
