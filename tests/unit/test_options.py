@@ -577,3 +577,18 @@ def test_any_configuration_number_is_refused_or_usable(name, value):
         assert type(accepted) is int
     else:
         wait_accepts(accepted)
+
+
+@pytest.mark.parametrize("kwargs", [dict(timeout=float("nan")), dict(timeout=float("inf")), dict(timeout=1e300),
+                                    dict(timeout=-1), dict(poll_interval=float("inf")), dict(poll_interval=0),
+                                    dict(poll_interval=float("nan")), dict(timeout="10")])
+def test_wait_for_workflow_refuses_unusable_numbers_before_asking_the_server(kwargs):
+    """Before: nan waited for ever, inf with an inf interval raised OverflowError from time.sleep."""
+    from conductor_workers import WorkflowExecutor
+
+    client = ConductorClient(Configuration(server_url="http://127.0.0.1:9/api", max_retries=0))  # never reached
+    try:
+        with pytest.raises(InvalidOptionError, match="timeout|poll_interval"):
+            WorkflowExecutor(client).wait_for_workflow("wf-1", **kwargs)
+    finally:
+        client.close()
