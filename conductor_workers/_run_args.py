@@ -11,11 +11,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable, Iterable, Optional, Tuple
+from typing import Any, Callable, Iterable, Optional, Tuple, TypeVar
 
 import attrs
 
-from .errors import ConductorError
+from . import _validate
+from .errors import ConductorError, InvalidOptionError
+from .options import parse_option
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_NOT_DRAINED = 1
@@ -70,31 +74,44 @@ class RunSettings:
     sys_path: Tuple[str, ...] = ()
 
 
-def _int_arg(minimum: int, maximum: Optional[int] = None) -> Callable[[str], int]:
-    def parse(value: str) -> int:
+def _flag_type(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse ``type`` from a parser that raises InvalidOptionError (so that the flag, the
+    environment and the options keep one rule: :mod:`._validate`); argparse turns the refusal into
+    "argument --flag: reason", one line and exit 2."""
+    def flag_type(text: str) -> T:
         try:
-            number = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
-        if number < minimum or (maximum is not None and number > maximum):
-            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {value!r}")
+            return parse(text)
+        except InvalidOptionError as exc:
+            raise argparse.ArgumentTypeError(_one_line(exc)) from None
+
+    return flag_type
+
+
+def _option_flag(name: str) -> Callable[[str], Any]:
+    """A flag that sets the polling option ``name``: exactly what :class:`PollingOptions` accepts."""
+    return _flag_type(lambda text: parse_option(name, text))
+
+
+def _int_flag(minimum: int, maximum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        number = _validate.parse_int(text)
+        problem = _validate.int_problem(number, minimum, maximum)
+        if problem is not None:
+            raise InvalidOptionError(problem)
         return number
 
-    return parse
+    return _flag_type(parse)
 
 
-def _seconds_arg(positive: bool) -> Callable[[str], float]:
-    def parse(value: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
-        if number != number or number < 0 or (positive and number == 0):
-            raise argparse.ArgumentTypeError(f"must be {'>' if positive else '>='} 0, got {value!r}")
+def _seconds_flag(positive: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        number = _validate.parse_number(text)
+        problem = _validate.seconds_problem(number, positive=positive)
+        if problem is not None:
+            raise InvalidOptionError(problem)
         return number
 
-    return parse
+    return _flag_type(parse)
 
 
 def _env_flag(name: str) -> bool:
@@ -121,31 +138,35 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
                      help="a module whose workers to run, or module:attr naming a worker or a list of them")
     run.add_argument("--server-url", metavar="URL", default=None,
                      help="Conductor API URL (default: $CONDUCTOR_SERVER_URL or http://localhost:8080/api)")
-    run.add_argument("--concurrency", type=_int_arg(1), default=None, help="tasks executed at once, per worker")
-    run.add_argument("--poll-interval", type=_int_arg(0), default=None, metavar="MS",
+    run.add_argument("--concurrency", type=_option_flag("concurrency"), default=None, metavar="N",
+                     help=f"tasks executed at once, per worker (1 to {_validate.MAX_CONCURRENCY})")
+    run.add_argument("--poll-interval", type=_option_flag("poll_interval"), default=None, metavar="MS",
                      help="milliseconds to wait after a poll that found nothing")
+    run.add_argument("--batch-poll-timeout", type=_option_flag("batch_poll_timeout"), default=None, metavar="MS",
+                     help="milliseconds the server may hold an idle poll open (0 to 5000)")
     run.add_argument("--domain", default=None, help="task domain to poll")
-    run.add_argument("--time-limit", type=_seconds_arg(True), default=None, metavar="SECONDS",
+    run.add_argument("--time-limit", type=_option_flag("time_limit"), default=None, metavar="SECONDS",
                      help="fail a task that runs longer than this, at once (per worker option time_limit)")
     run.add_argument("--worker", action="append", default=[], metavar="TASK",
                      help="run only these task types (repeatable, or comma-separated)")
     run.add_argument("--exclude", action="append", default=[], metavar="TASK",
                      help="do not run these task types (repeatable, or comma-separated)")
-    run.add_argument("--shutdown-timeout", type=_seconds_arg(False), default=30.0, metavar="SECONDS",
-                     help="seconds in-flight tasks get to finish at SIGTERM/SIGINT; default 30")
+    run.add_argument("--shutdown-timeout", type=_seconds_flag(False), default=30.0, metavar="SECONDS",
+                     help="seconds in-flight tasks get to finish at SIGTERM/SIGINT (at most 30 days); default 30")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                      help="logging level; default info")
     run.add_argument("--log-format", default="text", choices=["text", "json"],
                      help="log lines as text or as one JSON object each; default text")
-    run.add_argument("--processes", type=_int_arg(1), default=1, metavar="N",
-                     help="run N worker processes under a supervisor that restarts them; default 1")
-    run.add_argument("--health-port", type=_int_arg(0, 65535), default=None, metavar="PORT",
+    run.add_argument("--processes", type=_int_flag(1, _validate.MAX_PROCESSES), default=1, metavar="N",
+                     help="run N worker processes under a supervisor that restarts them "
+                          f"(at most {_validate.MAX_PROCESSES}); default 1")
+    run.add_argument("--health-port", type=_int_flag(0, _validate.MAX_PORT), default=None, metavar="PORT",
                      help="serve GET /health on this port (200 healthy, 503 not)")
     run.add_argument("--health-host", default="127.0.0.1", metavar="HOST",
                      help="interface for /health; default 127.0.0.1")
-    run.add_argument("--health-max-silence", type=_seconds_arg(True), default=30.0, metavar="SECONDS",
+    run.add_argument("--health-max-silence", type=_seconds_flag(True), default=30.0, metavar="SECONDS",
                      help="unhealthy when a polling worker has not reached the server for this long; default 30")
-    run.add_argument("--metrics-port", type=_int_arg(0, 65535), default=None, metavar="PORT",
+    run.add_argument("--metrics-port", type=_int_flag(0, _validate.MAX_PORT), default=None, metavar="PORT",
                      help="serve Prometheus metrics at /metrics on this port (needs the 'metrics' extra)")
     run.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
                      help="interface for /metrics; default 127.0.0.1")
@@ -168,7 +189,8 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     options = tuple(
         (name, value)
         for name, value in (("concurrency", args.concurrency), ("poll_interval", args.poll_interval),
-                            ("domain", args.domain), ("time_limit", args.time_limit))
+                            ("batch_poll_timeout", args.batch_poll_timeout), ("domain", args.domain),
+                            ("time_limit", args.time_limit))
         if value is not None
     )
     path = os.getcwd()

@@ -40,6 +40,7 @@ import weakref
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
+from . import _validate
 from ._admission_rules import (
     FALLBACK,
     GROW,
@@ -76,8 +77,8 @@ _WAIT_FOR_READ = 0.05  # real seconds a caller waits for another thread's read w
 
 
 def _number(name: str, value: Any, *, low: float, high: float = math.inf, low_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise InvalidOptionError(f"{name} must be a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidOptionError(f"{name} must be a finite number, got {value!r}")
     if value < low or (low_open and value == low) or value > high:
         bound = f"> {low:g}" if low_open else f">= {low:g}"
         raise InvalidOptionError(f"{name} must be {bound}{'' if high == math.inf else f' and <= {high:g}'}, "
@@ -125,10 +126,14 @@ class AdmissionGate:
         cpu = None if cpu_target is None else _number("cpu_target", cpu_target, low=0.0, low_open=True)
         if isinstance(min_slots, bool) or not isinstance(min_slots, int) or min_slots < 1:
             raise InvalidOptionError(f"min_slots must be an integer >= 1, got {min_slots!r}")
-        ramp = _number("ramp_interval", ramp_interval, low=0.0)
-        settle = max(1.0, 5 * ramp) if settle_time is None else _number("settle_time", settle_time, low=0.0)
-        refresh = _number("refresh_interval", refresh_interval, low=0.0, low_open=True)
-        stale = 5 * refresh if stale_after is None else _number("stale_after", stale_after, low=refresh, low_open=True)
+        # durations end in waits: at most _validate's bound, which every wait takes
+        longest = _validate.MAX_WAIT_SECONDS
+        ramp = _number("ramp_interval", ramp_interval, low=0.0, high=longest)
+        settle = max(1.0, 5 * ramp) if settle_time is None else _number("settle_time", settle_time, low=0.0,
+                                                                         high=longest)
+        refresh = _number("refresh_interval", refresh_interval, low=0.0, low_open=True, high=longest)
+        stale = 5 * refresh if stale_after is None else _number("stale_after", stale_after, low=refresh,
+                                                                 low_open=True, high=longest)
         if reader is not None and not callable(getattr(reader, "read", None)):
             raise InvalidOptionError(f"reader must have a read() method, got {reader!r}")
         if not callable(clock):

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from . import _validate
 from .errors import InvalidOptionError
 
 DEFAULT_SERVER_URL = "http://localhost:8080/api"
@@ -28,14 +29,23 @@ def _normalise_server_url(value: str) -> str:
     return url
 
 
-def _positive(instance: object, attribute: "attrs.Attribute[Any]", value: float) -> None:
-    if value <= 0:
-        raise InvalidOptionError(f"{attribute.name} must be > 0, got {value!r}")
+MAX_RETRIES = 100  # with urllib3's backoff capped at 120 s, more retries only hide an outage
+MAX_POOL_SIZE = 100_000
+MAX_PAYLOAD_KB = 2 ** 30  # 1 TiB: far above any server's payload limit
 
 
-def _non_negative(instance: object, attribute: "attrs.Attribute[int]", value: int) -> None:
-    if value < 0:
-        raise InvalidOptionError(f"{attribute.name} must be >= 0, got {value!r}")
+def _seconds(positive: bool) -> Any:
+    def check(instance: object, attribute: "attrs.Attribute[float]", value: float) -> None:
+        _validate.seconds(attribute.name, value, positive=positive)
+
+    return check
+
+
+def _count(minimum: int, maximum: int) -> Any:
+    def check(instance: object, attribute: "attrs.Attribute[int]", value: int) -> None:
+        _validate.count(attribute.name, value, minimum=minimum, maximum=maximum)
+
+    return check
 
 
 @attrs.frozen
@@ -45,6 +55,9 @@ class Configuration:
     :param server_url: base URL of the REST API, with or without the ``/api`` suffix.
     :param key_id: Orkes application key id (enables ``X-Authorization`` token auth with ``key_secret``).
     :param key_secret: Orkes application key secret; never shown by ``repr`` nor logged.
+    Every number is checked once, here (InvalidOptionError otherwise): durations are finite and at
+    most 30 days, counts are ints within the maxima of this module.
+
     :param connect_timeout: seconds to wait for a TCP/TLS connection.
     :param read_timeout: seconds to wait for an answer; long polls add their own timeout on top.
     :param verify: TLS verification: True, False, or the path of a CA bundle.
@@ -68,18 +81,18 @@ class Configuration:
     server_url: str = attrs.field(default=DEFAULT_SERVER_URL, converter=_normalise_server_url)
     key_id: Optional[str] = None
     key_secret: Optional[str] = attrs.field(default=None, repr=lambda value: "***" if value else "None")
-    connect_timeout: float = attrs.field(default=5.0, validator=_positive)
-    read_timeout: float = attrs.field(default=30.0, validator=_positive)
+    connect_timeout: float = attrs.field(default=5.0, validator=_seconds(positive=True))
+    read_timeout: float = attrs.field(default=30.0, validator=_seconds(positive=True))
     verify: Union[bool, str] = True
     cert: Union[None, str, Tuple[str, str]] = None
     proxies: Optional[Mapping[str, str]] = None
     trust_env: bool = True
-    max_retries: int = attrs.field(default=3, validator=_non_negative)
-    backoff_factor: float = 0.2
-    pool_maxsize: int = attrs.field(default=64, validator=_positive)
-    token_ttl_seconds: float = attrs.field(default=45 * 60, validator=_positive)
-    payload_threshold_kb: int = attrs.field(default=3072, validator=_positive)
-    max_payload_kb: int = attrs.field(default=10240, validator=_positive)
+    max_retries: int = attrs.field(default=3, validator=_count(0, MAX_RETRIES))
+    backoff_factor: float = attrs.field(default=0.2, validator=_seconds(positive=False))
+    pool_maxsize: int = attrs.field(default=64, validator=_count(1, MAX_POOL_SIZE))
+    token_ttl_seconds: float = attrs.field(default=45 * 60, validator=_seconds(positive=True))
+    payload_threshold_kb: int = attrs.field(default=3072, validator=_count(1, MAX_PAYLOAD_KB))
+    max_payload_kb: int = attrs.field(default=10240, validator=_count(1, MAX_PAYLOAD_KB))
     upload_large_payloads: bool = False
 
     @property

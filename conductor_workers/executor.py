@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import attrs
 
+from . import _validate
 from .client import ConductorClient, StatusLike
 from .errors import ConductorError, WorkflowTimeoutError
 from .models import (
@@ -242,7 +243,11 @@ class WorkflowExecutor:
         """Block until the workflow is terminal and return it; WorkflowTimeoutError after ``timeout`` s.
 
         ``include_external=True`` downloads, once it is terminal, input/output kept in external storage.
+        ``timeout`` (>= 0) and ``poll_interval`` (> 0) are finite seconds, at most 30 days
+        (InvalidOptionError otherwise, before the server is asked).
         """
+        timeout = _validate.seconds("timeout", timeout)
+        poll_interval = _validate.seconds("poll_interval", poll_interval, positive=True)
         deadline = time.monotonic() + timeout
         interval = poll_interval
         while True:

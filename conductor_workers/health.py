@@ -27,8 +27,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
+from . import _validate
 from ._httpserve import Endpoint, Route
-from .errors import InvalidOptionError
 
 from .status import COUNTERS, RunnerStatus
 
@@ -120,9 +120,8 @@ def start_health_server(manager: "TaskManager", port: int = 0, host: str = "127.
                         max_silence: float = DEFAULT_MAX_SILENCE,
                         max_stuck: float = DEFAULT_MAX_STUCK) -> HealthServer:
     """Serve ``manager``'s :func:`health_report` at ``http://host:port/health`` (port 0: a free one)."""
-    for name, value in (("max_silence", max_silence), ("max_stuck", max_stuck)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-            raise InvalidOptionError(f"{name} must be a number of seconds > 0, got {value!r}")
+    max_silence = _validate.seconds("max_silence", max_silence, positive=True)
+    max_stuck = _validate.seconds("max_stuck", max_stuck, positive=True)
     return HealthServer(lambda: health_report(manager, max_silence=max_silence, max_stuck=max_stuck), port, host)
 
 

@@ -12,6 +12,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Mapping, Optional, Sequence, Union
 
+from . import _validate
 from .client import ConductorClient
 from .errors import InvalidOptionError
 from .events import TaskEvents, UpdateFailureHook
@@ -83,10 +84,8 @@ class TaskManager:
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         admission: Optional["AdmissionGate"] = None,
     ) -> None:
-        if isinstance(shutdown_timeout, bool) or not isinstance(shutdown_timeout, (int, float)) or shutdown_timeout < 0:
-            raise InvalidOptionError(f"shutdown_timeout must be a number of seconds >= 0, got {shutdown_timeout!r}")
         self._client = client
-        self.shutdown_timeout = float(shutdown_timeout)
+        self.shutdown_timeout = _validate.seconds("shutdown_timeout", shutdown_timeout)
         self._stop_requested = threading.Event()  # set by stop_polling: ends serve_forever
         self._workers: Dict[str, Worker] = {}
         for worker in workers:
@@ -134,8 +133,10 @@ class TaskManager:
 
         Returns within ``timeout`` seconds, True when every poll thread ended and every in-flight
         task was reported by then. Idempotent; callable from any thread, also from a worker (which
-        then does not wait for its own task).
+        then does not wait for its own task). ``timeout`` None waits without a limit; a number must
+        be finite and at most 30 days (InvalidOptionError otherwise).
         """
+        timeout = _validate.optional_seconds("timeout", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         self._stop_requested.set()
         runners = list(self._runners.values())
@@ -155,7 +156,8 @@ class TaskManager:
         before draining, so that a second Ctrl-C interrupts the drain. Returns what
         :meth:`stop_polling` returns, with ``shutdown_timeout`` (default: the manager's).
         """
-        timeout = self.shutdown_timeout if shutdown_timeout is None else shutdown_timeout
+        timeout = self.shutdown_timeout if shutdown_timeout is None else _validate.seconds(
+            "shutdown_timeout", shutdown_timeout)
         received = []
 
         def on_signal(signum: int, frame: Any) -> None:

@@ -10,18 +10,22 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import attrs
 
+from . import _validate
 from .errors import InvalidOptionError
 
 MAX_BATCH_POLL_TIMEOUT_MS = 5000  # the server refuses longer long-polls
 
 
-def _int_at_least(minimum: int, maximum: Optional[int] = None) -> Any:
+def _count(maximum: int) -> Any:
     def check(instance: object, attribute: "attrs.Attribute[int]", value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidOptionError(f"{attribute.name} must be an int, got {value!r}")
-        if value < minimum or (maximum is not None and value > maximum):
-            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-            raise InvalidOptionError(f"{attribute.name} must be {bound}, got {value!r}")
+        _validate.count(attribute.name, value, minimum=1, maximum=maximum)
+
+    return check
+
+
+def _milliseconds(maximum: int) -> Any:
+    def check(instance: object, attribute: "attrs.Attribute[int]", value: int) -> None:
+        _validate.milliseconds(attribute.name, value, maximum=maximum)
 
     return check
 
@@ -37,10 +41,7 @@ def _bool(instance: object, attribute: "attrs.Attribute[bool]", value: bool) -> 
 
 
 def _optional_seconds(instance: object, attribute: "attrs.Attribute[float]", value: Optional[float]) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
-        raise InvalidOptionError(f"{attribute.name} must be a number of seconds > 0, or None, got {value!r}")
+    _validate.optional_seconds(attribute.name, value, positive=True)
 
 
 def _option(default: Any, validator: Any, kind: str, *env_aliases: str) -> Any:
@@ -72,11 +73,11 @@ class PollingOptions:
         (no retry) instead of FAILED (the task definition's retries apply).
     """
 
-    poll_interval: int = _option(100, _int_at_least(0), "int", "polling_interval")
-    concurrency: int = _option(1, _int_at_least(1), "int", "thread_count")
+    poll_interval: int = _option(100, _milliseconds(_validate.MAX_WAIT_MS), "int", "polling_interval")
+    concurrency: int = _option(1, _count(_validate.MAX_CONCURRENCY), "int", "thread_count")
     domain: Optional[str] = _option(None, _optional_str, "str")
     worker_id: Optional[str] = _option(None, _optional_str, "str")
-    batch_poll_timeout: int = _option(2000, _int_at_least(0, MAX_BATCH_POLL_TIMEOUT_MS), "int", "poll_timeout")
+    batch_poll_timeout: int = _option(2000, _milliseconds(MAX_BATCH_POLL_TIMEOUT_MS), "int", "poll_timeout")
     paused: bool = _option(False, _bool, "bool")
     lease_extend: bool = _option(False, _bool, "bool", "lease_extend_enabled")
     time_limit: Optional[float] = _option(None, _optional_seconds, "seconds")
@@ -121,6 +122,7 @@ _ENV_ALIASES: Dict[str, Tuple[str, ...]] = {
     field.name: (field.name, *field.metadata["env_aliases"]) for field in attrs.fields(PollingOptions)
 }
 _KINDS: Dict[str, str] = {field.name: field.metadata["kind"] for field in attrs.fields(PollingOptions)}
+_FIELDS: Dict[str, "attrs.Attribute[Any]"] = {field.name: field for field in attrs.fields(PollingOptions)}
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
 
@@ -152,11 +154,22 @@ def _parse(option: str, variable: str, raw: str) -> Any:
         if kind == "seconds" and value.lower() in ("", "none"):
             return None
         try:
-            number = float(value)
-        except ValueError:
-            raise InvalidOptionError(f"environment variable {variable}={raw!r}: expected a number") from None
-        return number if kind == "seconds" else int(number)
+            return parse_option(option, value)
+        except InvalidOptionError as exc:
+            raise InvalidOptionError(f"environment variable {variable}={raw!r}: {exc}") from None
     return value or None
+
+
+def parse_option(name: str, text: str) -> Any:
+    """The value of the numeric option ``name`` written as ``text`` (an environment variable, a flag),
+    checked by the option's own validator: InvalidOptionError unless ``PollingOptions`` takes it."""
+    kind = _KINDS[name]
+    if kind not in ("int", "seconds"):
+        raise InvalidOptionError(f"{name} is not a numeric option")
+    number = _validate.parse_number(text) if kind == "seconds" else _validate.parse_int(text)
+    field = _FIELDS[name]
+    field.validator(None, field, number)  # type: ignore[misc]  # attrs validators take (instance, attribute, value)
+    return number
 
 
 def options_from_env(task_def_name: str, environ: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:

@@ -36,6 +36,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from . import _validate
 from ._backoff import Backoff
 from ._exit import stop_at_exit
 from ._failure_log import FailureLog
@@ -80,7 +81,7 @@ class TaskRunner(Executing):
         self.worker = worker
         self.task_type = worker.task_def_name
         #: seconds in-flight tasks get to finish when the host's main thread ends while polling
-        self.shutdown_timeout = shutdown_timeout
+        self.shutdown_timeout = _validate.seconds("shutdown_timeout", shutdown_timeout)
         self._client = client
         # A Middleware passed as ``events`` wraps executions too, outermost.
         layers = ([events] if isinstance(events, Middleware) else []) + list(middleware)
@@ -178,8 +179,10 @@ class TaskRunner(Executing):
         running at the deadline keep running, but their reports are no longer retried (a failed one
         is logged and passed to ``on_update_failure``).
         Idempotent, callable from any thread, also from a worker's ``execute`` (which does not wait
-        for its own task).
+        for its own task). ``timeout`` None waits without a limit; a number must be finite and at
+        most 30 days (InvalidOptionError otherwise).
         """
+        timeout = _validate.optional_seconds("timeout", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         thread = self._begin_stop()
         if thread is None:

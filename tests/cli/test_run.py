@@ -1,12 +1,14 @@
 """``conductor-workers run``: the worker service command, as a subprocess against LocalConductor."""
 from __future__ import annotations
 
+import decimal
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -15,11 +17,16 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from support.proxy import LoopbackProxy
 from support.waiting import wait_until
 
 from conductor_workers import ConductorClient, Configuration, WorkflowDef, WorkflowExecutor, WorkflowStatus, WorkflowTask
+from conductor_workers import PollingOptions
+from conductor_workers.__main__ import _build_parser
+from conductor_workers._run_args import RunSettings, settings_from_args
 from conductor_workers.testing import LocalConductor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,6 +190,104 @@ def test_no_workers_and_bad_options_fail(workdir, task) -> None:
     code, stderr = run_cli(workdir, "svc_workers", "--server-url", "http://127.0.0.1:9/api",
                            env=_env(CONDUCTOR_WORKER_ALL_CONCURRENCY="many"))
     assert (code, len(stderr.strip().splitlines())) == (2, 1), stderr
+
+
+# Numeric flags and what each must turn into: every value either is refused (exit 2, one line) or
+# lands in the settings as a number the runtime can use.
+NUMERIC_FLAGS = ("--concurrency", "--poll-interval", "--batch-poll-timeout", "--time-limit", "--shutdown-timeout",
+                 "--processes", "--health-port", "--health-max-silence", "--metrics-port")
+FLAG_TEXT = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(min_value=-(10 ** 30), max_value=10 ** 30).map(str),
+    st.text(alphabet="0123456789.eE+- infaINFn", max_size=8),
+    st.sampled_from(["inf", "nan", "1e10", "1e300", "1.7", "257", "65536", "99999999999999999999", "0", "-1"]),
+)
+
+
+def _wait_accepts(seconds: float) -> None:
+    lock = threading.Lock()  # free: acquire returns at once, after checking the timeout as every wait does
+    assert lock.acquire(timeout=seconds)
+    lock.release()
+
+
+def _parse_run(capsys, *argv: str) -> Optional[RunSettings]:
+    """The settings ``conductor-workers run`` makes of ``argv``, or None when it refused them (after
+    checking that it did so with exit code 2 and one line)."""
+    parser = _build_parser()
+    try:
+        return settings_from_args(parser.parse_args(["run", "svc_workers", *argv]))
+    except SystemExit as exc:
+        err = capsys.readouterr().err
+        assert exc.code == 2, err
+        assert len(err.strip().splitlines()) == 1 and err.startswith("conductor-workers run: error: "), err
+        return None
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flag=st.sampled_from(NUMERIC_FLAGS), text=FLAG_TEXT)
+@example(flag="--shutdown-timeout", text="inf")
+@example(flag="--shutdown-timeout", text="1e10")
+@example(flag="--time-limit", text="1e300")
+@example(flag="--poll-interval", text="99999999999999999999")
+@example(flag="--processes", text="100000")
+@example(flag="--health-max-silence", text="nan")
+def test_any_numeric_flag_value_is_refused_in_one_line_or_usable(capsys, flag, text) -> None:
+    run_settings = _parse_run(capsys, f"{flag}={text}")
+    if run_settings is None:
+        return
+    options = PollingOptions(**dict(run_settings.options))  # a flag never lets through what the options refuse
+    for name in ("poll_interval", "batch_poll_timeout"):
+        _wait_accepts(getattr(options, name) / 1000.0)
+    if options.time_limit is not None:
+        _wait_accepts(options.time_limit)
+    _wait_accepts(run_settings.shutdown_timeout)
+    _wait_accepts(run_settings.health_max_silence)
+    assert run_settings.health_max_silence > 0
+    assert type(run_settings.processes) is int and 1 <= run_settings.processes <= 256
+    for port in (run_settings.health_port, run_settings.metrics_port):
+        assert port is None or (type(port) is int and 0 <= port <= 65535)
+    if flag in ("--concurrency", "--poll-interval", "--batch-poll-timeout", "--processes", "--health-port",
+                "--metrics-port"):
+        assert decimal.Decimal(text.strip()) == decimal.Decimal(int(decimal.Decimal(text.strip()))), text
+
+
+def test_batch_poll_timeout_flag(capsys) -> None:
+    run_settings = _parse_run(capsys, "--batch-poll-timeout", "300", "--poll-interval", "0")
+    assert run_settings is not None
+    assert dict(run_settings.options) == {"batch_poll_timeout": 300, "poll_interval": 0}
+    assert _parse_run(capsys, "--batch-poll-timeout", "5001") is None
+
+
+@pytest.mark.parametrize("args", [
+    ["--shutdown-timeout", "inf"],
+    ["--shutdown-timeout", "1e10"],
+    ["--time-limit", "1e300"],
+    ["--poll-interval", "99999999999999999999"],
+    ["--concurrency", "1.7"],
+    ["--health-max-silence", "nan"],
+])
+def test_unusable_numeric_flags_are_refused_before_connecting(workdir, args) -> None:
+    """Before: ``--shutdown-timeout inf`` started, and SIGTERM then crashed with OverflowError."""
+    code, stderr = run_cli(workdir, "svc_workers", "--server-url", "http://127.0.0.1:9/api", *args, timeout=20)
+    assert (code, len(stderr.strip().splitlines())) == (2, 1), (args, stderr)
+    assert args[0] in stderr, stderr
+
+
+@pytest.mark.parametrize("variable, raw", [
+    ("CONDUCTOR_WORKER_CONCURRENCY", "1.7"),
+    ("CONDUCTOR_WORKER_CONCURRENCY", "inf"),
+    ("CONDUCTOR_WORKER_CONCURRENCY", "nan"),
+    ("CONDUCTOR_WORKER_ALL_TIME_LIMIT", "1e300"),
+    ("CONDUCTOR_WORKER_ALL_POLLING_INTERVAL", "1e20"),
+])
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_unusable_environment_numbers_are_refused_in_one_line(workdir, variable, raw, processes) -> None:
+    """Before: inf was an OverflowError traceback, nan a bare ValueError, 1.7 became 1. With
+    ``--processes`` the supervisor refuses it once, before spawning anything."""
+    code, stderr = run_cli(workdir, "svc_workers", "--server-url", "http://127.0.0.1:9/api", "--processes", processes,
+                           env=_env(**{variable: raw}), timeout=20)
+    assert (code, len(stderr.strip().splitlines())) == (2, 1), stderr
+    assert variable in stderr, stderr
 
 
 def test_rejected_credentials_fail_at_start(workdir) -> None:

@@ -531,6 +531,30 @@ def test_invalid_settings(kwargs):
         AdmissionGate(**kwargs)
 
 
+@settings(max_examples=200, deadline=None)
+@given(name=st.sampled_from(["ramp_interval", "settle_time", "refresh_interval", "stale_after", "cpu_target"]),
+       value=st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                       st.integers(min_value=-(10 ** 30), max_value=10 ** 30),
+                       st.sampled_from([float("inf"), 1e300, 1e10]), st.text(max_size=3), st.none()))
+@example(name="refresh_interval", value=float("inf"))
+@example(name="ramp_interval", value=1e300)
+def test_any_duration_is_refused_or_can_be_waited_on(name, value):
+    """A duration ends in a wait (the reading thread sleeps refresh_interval; runners wait for the
+    gate): it must be finite and fit in one, or be refused at once."""
+    clock = Clock()
+    try:
+        gate = make_gate(clock, FakeReader(clock), **{name: value})
+    except InvalidOptionError:
+        return
+    lock = threading.Lock()  # free: acquire returns at once, after checking the timeout as every wait does
+    assert lock.acquire(timeout=gate.wake_interval())
+    lock.release()
+    if value is not None and name != "cpu_target":
+        assert lock.acquire(timeout=value)
+        lock.release()
+    assert value is None or math.isfinite(value)
+
+
 def test_threads_at_once_keep_the_bounds():
     clock_lock = threading.Lock()
     now = [0.0]

@@ -42,12 +42,12 @@ def test_defaults():
 @pytest.mark.parametrize(
     "changes, fragment",
     [
-        ({"concurrency": 0}, "concurrency must be >= 1"),
+        ({"concurrency": 0}, "concurrency must be between 1 and 10000"),
         ({"concurrency": -3}, "concurrency"),
         ({"concurrency": 2.5}, "concurrency must be an int"),
         ({"concurrency": "4"}, "concurrency must be an int"),
         ({"concurrency": True}, "concurrency must be an int"),
-        ({"poll_interval": -1}, "poll_interval must be >= 0"),
+        ({"poll_interval": -1}, "poll_interval must be between 0 and"),
         ({"poll_interval": 1.5}, "poll_interval must be an int"),
         ({"batch_poll_timeout": 6000}, "batch_poll_timeout must be between 0 and 5000"),
         ({"batch_poll_timeout": -1}, "batch_poll_timeout"),
@@ -246,13 +246,11 @@ def test_bad_env_values_name_the_variable(variable, raw):
     assert repr(raw) in str(info.value)
 
 
-def test_env_values_that_parse_but_are_invalid_are_rejected_by_resolve():
-    found = options_from_env("greet", {"CONDUCTOR_WORKER_GREET_CONCURRENCY": "0"})
-    with pytest.raises(InvalidOptionError, match="concurrency"):
-        resolve_options(environment=found)
-    found = options_from_env("greet", {"CONDUCTOR_WORKER_GREET_TIME_LIMIT": "-3"})
-    with pytest.raises(InvalidOptionError, match="time_limit"):
-        resolve_options(environment=found)
+def test_env_values_that_parse_but_are_invalid_are_rejected_naming_the_variable():
+    with pytest.raises(InvalidOptionError, match="CONDUCTOR_WORKER_GREET_CONCURRENCY='0': concurrency"):
+        options_from_env("greet", {"CONDUCTOR_WORKER_GREET_CONCURRENCY": "0"})
+    with pytest.raises(InvalidOptionError, match="CONDUCTOR_WORKER_GREET_TIME_LIMIT='-3': time_limit"):
+        options_from_env("greet", {"CONDUCTOR_WORKER_GREET_TIME_LIMIT": "-3"})
 
 
 def test_every_option_is_read_from_the_environment_and_settable_on_a_worker():
@@ -376,3 +374,221 @@ def test_from_env_reads_os_environ(monkeypatch):
     monkeypatch.delenv("CONDUCTOR_AUTH_KEY", raising=False)
     monkeypatch.delenv("CONDUCTOR_AUTH_SECRET", raising=False)
     assert Configuration.from_env().server_url == "http://from-env:1234/api"
+
+
+# -- numbers: one rule for every channel (keyword, environment, manager, health, Configuration) -------
+
+import decimal  # noqa: E402
+import math  # noqa: E402
+import threading  # noqa: E402
+
+from hypothesis import example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from conductor_workers import ConductorClient, TaskManager, worker_task  # noqa: E402
+from conductor_workers.health import start_health_server  # noqa: E402
+
+NUMERIC_OPTIONS = ("poll_interval", "concurrency", "batch_poll_timeout", "time_limit")
+INT_OPTIONS = ("poll_interval", "concurrency", "batch_poll_timeout")
+
+# Anything a caller might pass: floats with inf/nan/huge/tiny/negative, huge ints, strings, bools, None.
+ANY_VALUE = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(10 ** 30), max_value=10 ** 30),
+    st.sampled_from([0, 1, 4, 5000, 5001, 10 ** 12, 1e300, 1e-300, 0.5, 2.0, -0.0, float("nan"), float("inf")]),
+    st.text(max_size=6),
+    st.booleans(),
+    st.none(),
+)
+# What an environment variable may hold.
+ENV_TEXT = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(min_value=-(10 ** 30), max_value=10 ** 30).map(str),
+    st.text(alphabet="0123456789.eE+-_ infatyINFNn", max_size=8),
+    st.sampled_from(["inf", "-inf", "nan", "NaN", "1e300", "1e400", "1.7", "4.0", "1_000", " 7 ", "9" * 30]),
+)
+
+
+def wait_accepts(seconds: float) -> None:
+    """Raise as threading's waits would (OverflowError, ValueError) for a timeout they cannot take;
+    returns at once (the lock is free), so huge values cost nothing."""
+    lock = threading.Lock()
+    assert lock.acquire(timeout=seconds)
+    lock.release()
+
+
+def assert_usable(options: PollingOptions) -> None:
+    """Every number of ``options`` is of its kind and can be waited on by the runtime."""
+    for name in INT_OPTIONS:
+        assert type(getattr(options, name)) is int, name
+    assert options.concurrency >= 1
+    wait_accepts(options.poll_interval / 1000.0)
+    wait_accepts(options.batch_poll_timeout / 1000.0)
+    if options.time_limit is not None:
+        assert isinstance(options.time_limit, float) or type(options.time_limit) is int
+        assert math.isfinite(options.time_limit) and options.time_limit > 0
+        wait_accepts(options.time_limit)
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(NUMERIC_OPTIONS), value=ANY_VALUE)
+@example(name="time_limit", value=1e300)
+@example(name="poll_interval", value=10 ** 20)
+@example(name="concurrency", value=10 ** 30)
+def test_any_keyword_value_is_refused_or_usable(name, value):
+    try:
+        options = PollingOptions(**{name: value})
+    except InvalidOptionError as exc:
+        assert name in str(exc) and "\n" not in str(exc)
+        return
+    assert_usable(options)
+    assert getattr(options, name) == value
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(NUMERIC_OPTIONS), raw=ENV_TEXT)
+@example(name="concurrency", raw="1.7")
+@example(name="concurrency", raw="inf")
+@example(name="concurrency", raw="nan")
+@example(name="time_limit", raw="1e300")
+@example(name="poll_interval", raw="1e20")
+def test_any_environment_value_is_refused_or_usable(name, raw):
+    variable = f"CONDUCTOR_WORKER_GREET_{name.upper()}"
+    try:
+        options = resolve_options(environment=options_from_env("greet", {variable: raw}))
+    except InvalidOptionError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert_usable(options)
+    value = getattr(options, name)
+    if name in INT_OPTIONS:
+        assert value == decimal.Decimal(raw.strip()), "an integer option takes only a whole number"
+    elif value is not None:
+        assert value == float(raw)
+
+
+@pytest.mark.parametrize("raw", ["1.7", "inf", "-inf", "nan", "1e400", "4.5", "1e-3", "1e999999999"])
+def test_integer_environment_values_must_be_whole_numbers(raw):
+    for variable in ("CONDUCTOR_WORKER_CONCURRENCY", "conductor_worker_greet_polling_interval",
+                     "CONDUCTOR_WORKER_ALL_BATCH_POLL_TIMEOUT"):
+        with pytest.raises(InvalidOptionError) as info:
+            resolve_options(environment=options_from_env("greet", {variable: raw}))
+        assert variable in str(info.value) and repr(raw) in str(info.value)
+
+
+@pytest.mark.parametrize("raw", ["inf", "nan", "1e300", "-1", "0"])
+def test_time_limit_environment_values_must_be_usable(raw):
+    with pytest.raises(InvalidOptionError, match="time_limit"):
+        resolve_options(environment=options_from_env("greet", {"CONDUCTOR_WORKER_GREET_TIME_LIMIT": raw}))
+
+
+def test_the_largest_accepted_values_can_be_waited_on():
+    from conductor_workers import _validate
+
+    options = PollingOptions(
+        poll_interval=_validate.MAX_WAIT_MS, time_limit=_validate.MAX_WAIT_SECONDS,
+        concurrency=_validate.MAX_CONCURRENCY, batch_poll_timeout=MAX_BATCH_POLL_TIMEOUT_MS,
+    )
+    assert_usable(options)
+    assert _validate.MAX_WAIT_SECONDS <= threading.TIMEOUT_MAX
+    for name, value in [("poll_interval", _validate.MAX_WAIT_MS + 1), ("time_limit", _validate.MAX_WAIT_SECONDS * 1.01),
+                        ("concurrency", _validate.MAX_CONCURRENCY + 1)]:
+        with pytest.raises(InvalidOptionError, match=name):
+            PollingOptions(**{name: value})
+
+
+@worker_task("numbers_task")
+def _numbers_worker() -> None:
+    return None
+
+
+@pytest.fixture
+def idle_manager():
+    client = ConductorClient(Configuration(server_url="http://127.0.0.1:9/api"))  # never reached
+    try:
+        yield TaskManager(client, [_numbers_worker])
+    finally:
+        client.close()
+
+
+SECONDS_VALUES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(10 ** 30), max_value=10 ** 30),
+    st.sampled_from([1e300, 1e10, float("inf"), float("nan"), -1, "5", True]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=SECONDS_VALUES)
+@example(value=float("inf"))
+@example(value=1e10)
+@example(value=float("nan"))
+def test_manager_shutdown_timeout_is_refused_or_usable(value):
+    client = ConductorClient(Configuration(server_url="http://127.0.0.1:9/api"))
+    try:
+        try:
+            manager = TaskManager(client, [_numbers_worker], shutdown_timeout=value)
+        except InvalidOptionError as exc:
+            assert "shutdown_timeout" in str(exc)
+            return
+        wait_accepts(manager.shutdown_timeout)
+        wait_accepts(max(runner.shutdown_timeout for runner in manager.runners.values()))
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 1e300, 1e10, -1, "3", True])
+def test_stop_polling_and_serve_forever_refuse_unusable_timeouts(idle_manager, value):
+    with pytest.raises(InvalidOptionError, match="timeout"):
+        idle_manager.stop_polling(value)
+    with pytest.raises(InvalidOptionError, match="timeout"):
+        idle_manager.serve_forever(shutdown_timeout=value)
+    runner = idle_manager.runners["numbers_task"]
+    with pytest.raises(InvalidOptionError, match="timeout"):
+        runner.stop(value)
+    assert idle_manager.stop_polling(None) is True and idle_manager.stop_polling(0) is True
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 1e300, 0, -5, "30", True])
+def test_health_max_silence_must_be_usable(idle_manager, value):
+    with pytest.raises(InvalidOptionError, match="max_silence"):
+        start_health_server(idle_manager, 0, max_silence=value)
+
+
+CONFIG_SECONDS = ("connect_timeout", "read_timeout", "token_ttl_seconds", "backoff_factor")
+CONFIG_INTS = ("max_retries", "pool_maxsize", "payload_threshold_kb", "max_payload_kb")
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(CONFIG_SECONDS + CONFIG_INTS), value=ANY_VALUE)
+@example(name="read_timeout", value=float("nan"))
+@example(name="connect_timeout", value=float("inf"))
+@example(name="backoff_factor", value=float("nan"))
+@example(name="max_retries", value="3")
+@example(name="pool_maxsize", value=2.5)
+def test_any_configuration_number_is_refused_or_usable(name, value):
+    try:
+        config = Configuration(**{name: value})
+    except InvalidOptionError as exc:
+        assert name in str(exc)
+        return
+    accepted = getattr(config, name)
+    if name in CONFIG_INTS:
+        assert type(accepted) is int
+    else:
+        wait_accepts(accepted)
+
+
+@pytest.mark.parametrize("kwargs", [dict(timeout=float("nan")), dict(timeout=float("inf")), dict(timeout=1e300),
+                                    dict(timeout=-1), dict(poll_interval=float("inf")), dict(poll_interval=0),
+                                    dict(poll_interval=float("nan")), dict(timeout="10")])
+def test_wait_for_workflow_refuses_unusable_numbers_before_asking_the_server(kwargs):
+    """Before: nan waited for ever, inf with an inf interval raised OverflowError from time.sleep."""
+    from conductor_workers import WorkflowExecutor
+
+    client = ConductorClient(Configuration(server_url="http://127.0.0.1:9/api", max_retries=0))  # never reached
+    try:
+        with pytest.raises(InvalidOptionError, match="timeout|poll_interval"):
+            WorkflowExecutor(client).wait_for_workflow("wf-1", **kwargs)
+    finally:
+        client.close()
