@@ -81,8 +81,10 @@ class Executing(Reporting):
         context: Optional[TaskContext] = None
         try:
             if task.external_input_payload_storage_path and not task.input_data:
+                # bounded by download_timeout, and by the time limit when shorter (see payloads)
+                path = task.external_input_payload_storage_path
                 task = attrs.evolve(
-                    task, input_data=self._client.payloads.read(task.external_input_payload_storage_path, TASK_INPUT)
+                    task, input_data=self._client.payloads.read(path, TASK_INPUT, timeout=options.time_limit)
                 )
                 if events is not None:
                     call_hook(events.external_payload_used, self.task_type, "READ", TASK_INPUT)

@@ -1,7 +1,9 @@
 """Client configuration: where the server is, how to authenticate, and HTTP policy."""
 from __future__ import annotations
 
+import math
 import os
+import threading
 from typing import Any, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
@@ -33,6 +35,14 @@ def _positive(instance: object, attribute: "attrs.Attribute[Any]", value: float)
         raise InvalidOptionError(f"{attribute.name} must be > 0, got {value!r}")
 
 
+def _wait_seconds(instance: object, attribute: "attrs.Attribute[Any]", value: float) -> None:
+    """A duration something waits for: a finite number of seconds > 0 that ``threading`` can wait."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidOptionError(f"{attribute.name} must be a finite number of seconds, got {value!r}")
+    if not 0 < value <= threading.TIMEOUT_MAX:
+        raise InvalidOptionError(f"{attribute.name} must be > 0 and <= {threading.TIMEOUT_MAX:.0f}, got {value!r}")
+
+
 def _non_negative(instance: object, attribute: "attrs.Attribute[int]", value: int) -> None:
     if value < 0:
         raise InvalidOptionError(f"{attribute.name} must be >= 0, got {value!r}")
@@ -59,7 +69,12 @@ class Configuration:
         before it is reported, when ``upload_large_payloads`` is on (the server's
         ``task-output-payload-size-threshold``, 3072 KB by default).
     :param max_payload_kb: a worker's output above this many KB fails its task locally with
-        ``FAILED_WITH_TERMINAL_ERROR`` (the server's maximum, 10240 KB by default, would fail it anyway).
+        ``FAILED_WITH_TERMINAL_ERROR`` (the server's maximum, 10240 KB by default, would fail it anyway);
+        a payload downloaded from external storage is never read past it (the task whose input it is
+        fails the same way, with the size in the reason).
+    :param download_timeout: seconds one download from external storage may take in all, however
+        its bytes trickle in (each read is also bounded by ``read_timeout``); a task's input download
+        is bounded by its worker's ``time_limit`` too, when that is shorter.
     :param upload_large_payloads: upload outputs above ``payload_threshold_kb`` yourself (needs a
         storage that takes uploads, e.g. S3 pre-signed URLs); off: send them inline, and the server
         moves them to its storage.
@@ -80,6 +95,7 @@ class Configuration:
     token_ttl_seconds: float = attrs.field(default=45 * 60, validator=_positive)
     payload_threshold_kb: int = attrs.field(default=3072, validator=_positive)
     max_payload_kb: int = attrs.field(default=10240, validator=_positive)
+    download_timeout: float = attrs.field(default=60.0, validator=_wait_seconds)
     upload_large_payloads: bool = False
 
     @property
