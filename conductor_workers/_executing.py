@@ -77,7 +77,7 @@ class Executing(Reporting):
         if lease:
             self._lease.track(task, received)
         started = time.monotonic()
-        worker_id = options.worker_id or self._hostname
+        worker_id = options.worker_id or self._default_worker_id
         context: Optional[TaskContext] = None
         try:
             if task.external_input_payload_storage_path and not task.input_data:
