@@ -1,6 +1,6 @@
 """``register_task_def=True``: what is registered when polling starts, what is kept, and a server that is down.
 
-On LocalConductor. "Server down" is a :class:`~support.proxy.LoopbackProxy` that is cut, then restored
+On LocalConductor (and, for keep and overwrite, on conductor-oss too). "Server down" is a :class:`~support.proxy.LoopbackProxy` that is cut, then restored
 (the manager's client talks through it; the test's own calls go direct).
 """
 from __future__ import annotations
@@ -48,7 +48,8 @@ def _start_and_stop(env: Env, *workers: Worker) -> None:
     manager.stop_polling(timeout=10)
 
 
-def test_an_existing_definition_is_kept_without_a_task_def(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_existing_definition_is_kept_without_a_task_def(any_env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    env = any_env
     name = unique("keep")
     _existing(env, name)
     with caplog.at_level(logging.INFO, logger=MANAGER_LOG):
@@ -76,8 +77,9 @@ def test_overwrite_task_def_replaces_an_existing_definition(env: Env, caplog: py
     assert f"overwrote the existing task definition {name!r}" in caplog.text
 
 
-def test_an_explicit_task_def_overwrites_unless_told_not_to(env: Env) -> None:
+def test_an_explicit_task_def_overwrites_unless_told_not_to(any_env: Env) -> None:
     """A ``task_def`` in code is the definition: it replaces the server's, unless ``overwrite_task_def=False``."""
+    env = any_env
     name, other = unique("code"), unique("code_kept")
     for each in (name, other):
         _existing(env, each)
