@@ -81,12 +81,14 @@ class Executing(Reporting):
         if not lease and task.response_timeout_seconds > 0:  # past it, the slot counts as stuck
             with self._stats_lock:
                 self._response_due[task.task_id] = time.time() + task.response_timeout_seconds - (started - received)
-        worker_id = options.worker_id or self._hostname
+        worker_id = options.worker_id or self._default_worker_id
         context: Optional[TaskContext] = None
         try:
             if task.external_input_payload_storage_path and not task.input_data:
+                # bounded by download_timeout, and by the time limit when shorter (see payloads)
+                path = task.external_input_payload_storage_path
                 task = attrs.evolve(
-                    task, input_data=self._client.payloads.read(task.external_input_payload_storage_path, TASK_INPUT)
+                    task, input_data=self._client.payloads.read(path, TASK_INPUT, timeout=options.time_limit)
                 )
                 if events is not None:
                     call_hook(events.external_payload_used, self.task_type, "READ", TASK_INPUT)

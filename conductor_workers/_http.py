@@ -4,9 +4,15 @@ This module and :mod:`._http_session` (how the session, its pools and its urllib
 built) are the only ones that import ``requests``/``urllib3`` or see their exceptions. Everything
 they raise is a :class:`~conductor_workers.errors.ConductorError`.
 
-Environment settings (``HTTP(S)_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``) are resolved once when
-the session is built; the session itself has ``trust_env=False`` so that requests does not look them
-up again on every call (about a third of its per-request cost).
+Environment settings are resolved once, never per request: ``REQUESTS_CA_BUNDLE`` and the server's
+proxy (``HTTP(S)_PROXY``, ``NO_PROXY``) when the session is built, the proxy of another host (an
+external storage URL) the first time that host is contacted, then kept. The session itself has
+``trust_env=False`` so that requests does not look them up again on every call (about a third of its
+per-request cost).
+
+Downloads from external storage (:meth:`HttpTransport.download`) are streamed: never read past the
+caller's size limit, and ended at an overall deadline however slowly their bytes arrive (a timer
+shuts the connection down; each read alone is only bounded by the read timeout).
 """
 from __future__ import annotations
 
@@ -14,10 +20,11 @@ import email.utils
 import http.client
 import json
 import logging
+import socket
 import threading
 import time
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import cachetools
 import requests
@@ -25,16 +32,18 @@ import requests.adapters
 import urllib3.exceptions
 from urllib3.exceptions import ReadTimeoutError
 
-from ._http_session import RETRY_AFTER_CAP, _adapter, _build_session, _connect_only_retry
+from ._http_session import RETRY_AFTER_CAP, _adapter, _build_session, _connect_only_retry, resolve_proxies
 from .config import Configuration
 from .errors import (
     APIError,
     AuthenticationError,
+    ConductorError,
     ConflictError,
     EndpointNotSupportedError,
     InvalidRequestError,
     InvalidResponseError,
     NotFoundError,
+    ResponseTooLargeError,
     TransportError,
 )
 
@@ -48,6 +57,10 @@ _STATUS_ERRORS = {
     405: EndpointNotSupportedError,
     409: ConflictError,
 }
+# What a send or a download can raise that is not ours yet (RequestException is an OSError).
+_FOREIGN_ERRORS = (OSError, urllib3.exceptions.HTTPError, http.client.HTTPException, ValueError)
+_DOWNLOAD_CHUNK = 256 * 1024  # bytes per read of a streamed download
+_HOST_PROXIES_KEPT = 64  # hosts whose proxies are kept (external storage hosts, besides the server)
 
 
 def parse_retry_after(value: Optional[str]) -> Optional[float]:
@@ -120,6 +133,56 @@ def _is_token_error(resp: requests.Response) -> bool:
     if not payload:
         return resp.status_code == 401  # an unreadable 401 is treated as a token problem
     return payload.get("error") in _TOKEN_ERRORS
+
+
+def _origin(url: str) -> Tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
+def shown_url(url: str) -> str:
+    """``url`` without its query: a pre-signed storage URL's query is a credential, not for logs."""
+    return url.split("?", 1)[0]
+
+
+class _Cutoff:
+    """Ends a streamed download at its deadline, however slowly its bytes arrive.
+
+    A read of the body is bounded by the read timeout only while nothing arrives; a body that
+    trickles a byte now and then never hits it. At the deadline this timer shuts the connection's
+    socket down, which ends the read waiting on it. :meth:`finish` and the cut take the same lock,
+    so a connection already handed back to the pool is never touched.
+    """
+
+    def __init__(self, resp: requests.Response, seconds: float) -> None:
+        connection = getattr(resp.raw, "connection", None)  # urllib3's HTTPResponse (1.26 and 2.x)
+        self._sock: Optional[socket.socket] = getattr(connection, "sock", None)
+        self._lock = threading.Lock()  # guards fired and _finished
+        self.fired = False
+        self._finished = False
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.name = "conductor-download-deadline"
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _cut(self) -> None:
+        with self._lock:
+            if self._finished or self._sock is None:
+                return
+            self.fired = True
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # closed already: the read has ended anyway
+                log.debug("download deadline: the connection was closed already")
+
+    def finish(self) -> bool:
+        """Stop the timer; False when it has cut the connection already."""
+        with self._lock:
+            self._finished = True
+            fired = self.fired
+        self._timer.cancel()
+        self._timer.join()
+        return not fired
 
 
 class _TokenAuth:
@@ -213,7 +276,10 @@ class HttpTransport:
         self._once_adapter = _adapter(config, _connect_only_retry(config))
         self._verify: Any = self._session.verify
         self._cert: Any = self._session.cert
-        self._proxies: Dict[str, str] = dict(self._session.proxies)
+        self._proxies: Dict[str, str] = dict(self._session.proxies)  # the server's
+        self._server_origin = _origin(self.base_url)
+        self._host_proxies_lock = threading.Lock()  # guards _host_proxies
+        self._host_proxies: cachetools.LRUCache = cachetools.LRUCache(maxsize=_HOST_PROXIES_KEPT)
         self._headers: Dict[str, Any] = dict(self._session.headers)
         self._timeout = (config.connect_timeout, config.read_timeout)
         self._auth = _TokenAuth(self, config) if config.has_auth else None
@@ -223,6 +289,23 @@ class HttpTransport:
     def close(self) -> None:
         self._session.close()
         self._once_adapter.close()
+
+    def proxies_for(self, url: str) -> Dict[str, str]:
+        """The proxies for ``url``, decided per host as requests decides them (see ``resolve_proxies``).
+
+        The server's were resolved when the transport was built; another host's (an external
+        storage) are resolved the first time it is contacted, then kept.
+        """
+        origin = _origin(url)
+        if origin == self._server_origin:
+            return self._proxies
+        with self._host_proxies_lock:
+            proxies: Optional[Dict[str, str]] = self._host_proxies.get(origin)
+            if proxies is None:
+                proxies = resolve_proxies(self.config, url)
+                self._host_proxies[origin] = proxies
+                log.debug("proxies for %s://%s: %s", origin[0], origin[1], ", ".join(sorted(proxies)) or "none")
+        return proxies
 
     def _url(self, path: str) -> str:
         if path.startswith("/"):
@@ -270,67 +353,135 @@ class HttpTransport:
                 target = f"{url}?{query}"
         timeout = (self._timeout[0], self._timeout[1] + extra_read_timeout)
         adapter = self._once_adapter if send_once else self._adapter
+        # A full URL (an external storage's) may need other proxies than the server's.
+        proxies = self.proxies_for(url) if url is path else self._proxies  # _url hands a full URL back as is
         try:
             if self.around is not None:
                 return self.around(
-                    method, url, lambda: self._send_prepared(adapter, method, target, data, all_headers, timeout)
+                    method, url, lambda: self._send_prepared(adapter, method, target, data, all_headers, timeout, proxies)
                 )
-            return self._send_prepared(adapter, method, target, data, all_headers, timeout)
-        except requests.exceptions.SSLError as exc:
-            raise TransportError(f"{method} {url}: TLS error: {exc}", method=method, url=url) from exc
-        except requests.exceptions.ConnectTimeout as exc:
-            raise TransportError(
+            return self._send_prepared(adapter, method, target, data, all_headers, timeout, proxies)
+        except ConductorError:
+            raise
+        except _FOREIGN_ERRORS as exc:
+            raise self._translated(exc, method, url, timeout) from exc
+
+    def _translated(self, exc: Exception, method: str, url: str, timeout: Tuple[float, float]) -> ConductorError:
+        """The ConductorError for what requests, urllib3 or the socket raised while sending ``method url``."""
+        if isinstance(exc, requests.exceptions.SSLError):
+            return TransportError(f"{method} {url}: TLS error: {exc}", method=method, url=url)
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            return TransportError(
                 f"{method} {url}: could not connect within {timeout[0]:.1f}s ({exc})", method=method, url=url
-            ) from exc
-        except requests.exceptions.Timeout as exc:
-            raise TransportError(
-                f"{method} {url}: no answer within {timeout[1]:.1f}s ({exc})", method=method, url=url
-            ) from exc
-        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
-            raise InvalidRequestError(f"{method} {url}: invalid URL: {exc}") from exc
-        except requests.exceptions.RequestException as exc:
-            if _read_timed_out(exc):
-                raise TransportError(
-                    f"{method} {url}: no answer within {timeout[1]:.1f}s ({exc})", method=method, url=url
-                ) from exc
-            raise TransportError(
-                f"{method} {url}: could not talk to the server ({type(exc).__name__}: {exc}); "
-                f"is it running, and is server_url {self.base_url!r} right?",
+            )
+        if isinstance(exc, (requests.exceptions.Timeout, ReadTimeoutError)) or (
+            isinstance(exc, requests.exceptions.RequestException) and _read_timed_out(exc)
+        ):
+            return TransportError(f"{method} {url}: no answer within {timeout[1]:.1f}s ({exc})", method=method, url=url)
+        if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema)):
+            return InvalidRequestError(f"{method} {url}: invalid URL: {exc}")
+        if isinstance(exc, requests.exceptions.RequestException):
+            hint = (
+                f"; is it running, and is server_url {self.base_url!r} right?" if url.startswith(self.root_url) else ""
+            )
+            return TransportError(
+                f"{method} {url}: could not talk to the server ({type(exc).__name__}: {exc}){hint}",
                 method=method,
                 url=url,
-            ) from exc
-        except urllib3.exceptions.LocationValueError as exc:  # e.g. a host label IDNA cannot encode
-            raise InvalidRequestError(f"{method} {url}: invalid URL: {exc}") from exc
-        except (urllib3.exceptions.HTTPError, http.client.HTTPException) as exc:  # a body read requests did not wrap
-            raise TransportError(
+            )
+        if isinstance(exc, urllib3.exceptions.LocationValueError):  # e.g. a host label IDNA cannot encode
+            return InvalidRequestError(f"{method} {url}: invalid URL: {exc}")
+        if isinstance(exc, (urllib3.exceptions.HTTPError, http.client.HTTPException)):  # a body read not wrapped
+            return TransportError(
                 f"{method} {url}: the connection broke during the answer ({type(exc).__name__}: {exc})",
                 method=method,
                 url=url,
-            ) from exc
-        except OSError as exc:  # requests raises a bare OSError for a missing CA bundle or client cert
-            raise TransportError(f"{method} {url}: {exc}", method=method, url=url) from exc
-        except ValueError as exc:  # e.g. urllib3's LocationParseError for a host IDNA cannot encode
-            raise InvalidRequestError(f"{method} {url}: invalid request: {exc}") from exc
+            )
+        if isinstance(exc, OSError):  # requests raises a bare OSError for a missing CA bundle or client cert
+            return TransportError(f"{method} {url}: {exc}", method=method, url=url)
+        # e.g. urllib3's LocationParseError for a host IDNA cannot encode
+        return InvalidRequestError(f"{method} {url}: invalid request: {exc}")
 
-    def _send_prepared(
-        self,
-        adapter: requests.adapters.HTTPAdapter,
-        method: str,
-        url: str,
-        body: Optional[bytes],
-        headers: Dict[str, str],
-        timeout: Tuple[float, float],
-    ) -> requests.Response:
-        """Hand one request to the session's HTTPAdapter (urllib3 pool + Retry, TLS, proxies).
+    def download(self, url: str, *, max_bytes: int, timeout: float) -> Tuple[int, bytearray]:
+        """GET a full URL (an external storage's), streamed, without credentials: its status and body.
 
-        ``Session.request`` would also merge settings, handle cookies and follow redirects on every
-        call; a Conductor client needs none of that, and skipping it takes about 40 % off the client
-        CPU of each request (see benchmarks/). URLs are built from the validated ``server_url`` and
-        quoted path segments, so they need no re-preparation either.
-
-        The body is read here, as ``Session.send`` would: a broken or stalled answer fails inside
-        the caller's error translation, and the connection always goes back to the pool.
+        The body is never read past ``max_bytes``: :class:`ResponseTooLargeError`, before any of it
+        is read when its ``Content-Length`` says so. The whole download must end within ``timeout``
+        seconds (the wait for the answer's head included), or it fails with a TransportError; each
+        read is also bounded by the read timeout. The body of a non-2xx answer is not read. Errors
+        and logs show the URL without its query (a pre-signed URL's signature).
         """
+        shown = shown_url(url)
+        deadline = time.monotonic() + timeout
+        read_timeout = (self._timeout[0], min(self._timeout[1], timeout))
+        proxies = self.proxies_for(url)
+        prepared = self._prepare("GET", url, None, {})
+
+        def open_stream() -> requests.Response:
+            return self._adapter.send(
+                prepared, stream=True, timeout=read_timeout, verify=self._verify, cert=self._cert, proxies=proxies
+            )
+
+        try:
+            resp = self.around("GET", shown, open_stream) if self.around is not None else open_stream()
+        except ConductorError:
+            raise
+        except _FOREIGN_ERRORS as exc:
+            raise self._translated(exc, "GET", shown, read_timeout) from exc
+        if resp.status_code >= 300:
+            resp.close()  # the body of an error is not wanted; the connection goes with it
+            return resp.status_code, bytearray()
+        cutoff = _Cutoff(resp, max(0.0, deadline - time.monotonic()))
+        try:
+            body = self._read_capped(resp, shown, max_bytes, deadline, timeout)
+        except ConductorError:
+            cutoff.finish()
+            resp.close()
+            raise
+        except _FOREIGN_ERRORS as exc:
+            cut = not cutoff.finish()
+            resp.close()
+            if cut:
+                raise self._late("GET", shown, timeout) from exc
+            raise self._translated(exc, "GET", shown, read_timeout) from exc
+        if not cutoff.finish():  # cut just as the last byte came: the connection is not reusable
+            resp.close()
+            raise self._late("GET", shown, timeout)
+        resp.close()  # read to the end: the connection goes back to the pool
+        return resp.status_code, body
+
+    @staticmethod
+    def _late(method: str, url: str, timeout: float) -> TransportError:
+        return TransportError(f"{method} {url}: the download did not finish within {timeout:.1f}s", method=method, url=url)
+
+    def _read_capped(
+        self, resp: requests.Response, shown: str, max_bytes: int, deadline: float, timeout: float
+    ) -> bytearray:
+        """The body, read in chunks: never past ``max_bytes``, and not on past ``deadline``."""
+        length = resp.headers.get("Content-Length")
+        size = int(length) if length is not None and length.isdigit() else None
+        encoded = "Content-Encoding" in resp.headers  # then the length is not the size we would hold
+        if size is not None and not encoded and size > max_bytes:
+            raise ResponseTooLargeError(
+                f"GET {shown}: the answer is {size} bytes, more than the {max_bytes} allowed", limit=max_bytes,
+                size=size, url=shown,
+            )
+        body = bytearray()
+        for chunk in resp.iter_content(_DOWNLOAD_CHUNK):
+            body += chunk
+            if len(body) > max_bytes:
+                raise ResponseTooLargeError(
+                    f"GET {shown}: the answer is more than the {max_bytes} bytes allowed (the reading stopped there)",
+                    limit=max_bytes, url=shown,
+                )
+            if time.monotonic() >= deadline:
+                raise self._late("GET", shown, timeout)
+        if size is not None and not encoded and len(body) != size:
+            # urllib3 2 raises on a short body itself; 1.26 hands it over short unless told otherwise
+            raise http.client.IncompleteRead(bytes(body[-64:]), size - len(body))
+        return body
+
+    def _prepare(self, method: str, url: str, body: Optional[bytes], headers: Dict[str, str]) -> requests.PreparedRequest:
         prepared = requests.PreparedRequest()
         prepared.method = method
         prepared.url = url
@@ -343,9 +494,30 @@ class HttpTransport:
         prepared.headers = all_headers  # type: ignore[assignment]
         prepared.body = body
         prepared.hooks = {"response": []}
-        resp = adapter.send(
-            prepared, stream=False, timeout=timeout, verify=self._verify, cert=self._cert, proxies=self._proxies
-        )
+        return prepared
+
+    def _send_prepared(
+        self,
+        adapter: requests.adapters.HTTPAdapter,
+        method: str,
+        url: str,
+        body: Optional[bytes],
+        headers: Dict[str, str],
+        timeout: Tuple[float, float],
+        proxies: Dict[str, str],
+    ) -> requests.Response:
+        """Hand one request to the session's HTTPAdapter (urllib3 pool + Retry, TLS, proxies).
+
+        ``Session.request`` would also merge settings, handle cookies and follow redirects on every
+        call; a Conductor client needs none of that, and skipping it takes about 40 % off the client
+        CPU of each request (see benchmarks/). URLs are built from the validated ``server_url`` and
+        quoted path segments, so they need no re-preparation either.
+
+        The body is read here, as ``Session.send`` would: a broken or stalled answer fails inside
+        the caller's error translation, and the connection always goes back to the pool.
+        """
+        prepared = self._prepare(method, url, body, headers)
+        resp = adapter.send(prepared, stream=False, timeout=timeout, verify=self._verify, cert=self._cert, proxies=proxies)
         try:
             content = resp.content  # reads the whole body now and releases the connection
         except BaseException:

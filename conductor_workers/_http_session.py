@@ -1,6 +1,7 @@
 """How the client's ``requests.Session`` is built: connection pools, urllib3 retry policies (all
 methods on a failed connect; reads and 429/5xx only for idempotent ones; a connect-only policy for
-polls), ``Retry-After`` capped, and proxies/CA/certificates resolved once from the environment."""
+polls), ``Retry-After`` capped, CA/certificates resolved once from the environment, and the proxies
+for a URL decided as requests decides them (the transport resolves them once per host)."""
 from __future__ import annotations
 
 import os
@@ -65,17 +66,27 @@ def _connect_only_retry(config: Configuration) -> Retry:
     )
 
 
+def resolve_proxies(config: Configuration, url: str) -> Dict[str, str]:
+    """The proxies for requests to ``url``'s host.
+
+    ``config.proxies`` when given, for every URL (``NO_PROXY`` does not apply to them, as in
+    requests); otherwise, with ``trust_env``, ``HTTP(S)_PROXY``/``ALL_PROXY`` unless ``NO_PROXY``
+    names the host (requests' own rules: suffixes, ``*``, CIDR ranges, ports); else none.
+    """
+    if config.proxies is not None:
+        return dict(config.proxies)
+    if config.trust_env:
+        return dict(requests.utils.get_environ_proxies(url))
+    return {}
+
+
 def _build_session(config: Configuration) -> requests.Session:
     session = requests.Session()
     session.trust_env = False  # resolved below, once, instead of on every request
     verify: Any = config.verify
-    proxies: Dict[str, str] = dict(config.proxies or {})
-    if config.trust_env:
-        if config.proxies is None:
-            proxies = dict(requests.utils.get_environ_proxies(config.server_url))
-        if verify is True:
-            verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-    session.proxies.update(proxies)
+    if config.trust_env and verify is True:
+        verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    session.proxies.update(resolve_proxies(config, config.server_url))
     session.verify = verify
     session.cert = config.cert
     adapter = _adapter(config, _idempotent_retry(config))
@@ -85,4 +96,4 @@ def _build_session(config: Configuration) -> requests.Session:
     return session
 
 
-__all__ = ["RETRY_AFTER_CAP"]
+__all__ = ["RETRY_AFTER_CAP", "resolve_proxies"]

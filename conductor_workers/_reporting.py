@@ -41,7 +41,7 @@ class Reporting:
     _options: PollingOptions
     _events: Optional[TaskEvents]
     _on_update_failure: Optional[UpdateFailureHook]
-    _hostname: str
+    _default_worker_id: str
     _cond: threading.Condition
     _stopping: bool
     _in_flight: int
@@ -234,7 +234,7 @@ class Reporting:
             output=task.output_data,
             task_id=task.task_id,
             workflow_instance_id=task.workflow_instance_id,
-            worker_id=options.worker_id or self._hostname,
+            worker_id=options.worker_id or self._default_worker_id,
         )
         for attempt in range(1, _GIVE_BACK_ATTEMPTS + 1):
             try:
@@ -278,7 +278,7 @@ class Reporting:
             workflow_instance_id=task.workflow_instance_id,
             status=TaskResultStatus.IN_PROGRESS,
             extend_lease=True,
-            worker_id=self._options.worker_id or self._hostname,
+            worker_id=self._options.worker_id or self._default_worker_id,
         )
         self._client.tasks.update_task(result)
 

@@ -72,7 +72,12 @@ class Configuration:
         before it is reported, when ``upload_large_payloads`` is on (the server's
         ``task-output-payload-size-threshold``, 3072 KB by default).
     :param max_payload_kb: a worker's output above this many KB fails its task locally with
-        ``FAILED_WITH_TERMINAL_ERROR`` (the server's maximum, 10240 KB by default, would fail it anyway).
+        ``FAILED_WITH_TERMINAL_ERROR`` (the server's maximum, 10240 KB by default, would fail it anyway);
+        a payload downloaded from external storage is never read past it (the task whose input it is
+        fails the same way, with the size in the reason).
+    :param download_timeout: seconds one download from external storage may take in all, however
+        its bytes trickle in (each read is also bounded by ``read_timeout``); a task's input download
+        is bounded by its worker's ``time_limit`` too, when that is shorter.
     :param upload_large_payloads: upload outputs above ``payload_threshold_kb`` yourself (needs a
         storage that takes uploads, e.g. S3 pre-signed URLs); off: send them inline, and the server
         moves them to its storage.
@@ -93,6 +98,7 @@ class Configuration:
     token_ttl_seconds: float = attrs.field(default=45 * 60, validator=_seconds(positive=True))
     payload_threshold_kb: int = attrs.field(default=3072, validator=_count(1, MAX_PAYLOAD_KB))
     max_payload_kb: int = attrs.field(default=10240, validator=_count(1, MAX_PAYLOAD_KB))
+    download_timeout: float = attrs.field(default=60.0, validator=_seconds(positive=True))
     upload_large_payloads: bool = False
 
     @property

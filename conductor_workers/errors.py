@@ -27,6 +27,20 @@ class TransportError(ConductorError):
         self.url = url
 
 
+class ResponseTooLargeError(ConductorError):
+    """An answer's body is larger than the caller allows; it was not read past ``limit`` bytes.
+
+    ``size`` is the length the answer announced (``Content-Length``), None when it announced none
+    and the reading stopped after ``limit`` bytes.
+    """
+
+    def __init__(self, message: str, *, limit: int, size: Optional[int] = None, url: str = "") -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.size = size
+        self.url = url
+
+
 class InvalidResponseError(ConductorError):
     """The server answered 2xx with a body that is not what the endpoint promises (e.g. bad JSON)."""
 
@@ -142,6 +156,7 @@ __all__ = [
     "InvalidResponseError",
     "NonRetryableError",
     "NotFoundError",
+    "ResponseTooLargeError",
     "TimeLimitExceeded",
     "TransportError",
     "WorkflowTimeoutError",

@@ -13,11 +13,11 @@ import time
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Mapping, Optional, Sequence, Union
 
 from . import _validate
+from ._registration import TaskDefRegistrar
 from .client import ConductorClient
 from .errors import InvalidOptionError
 from .events import TaskEvents, UpdateFailureHook
 from .middleware import Middleware
-from .models import TaskDef
 from .options import PollingOptions, check_option_names, options_from_env, resolve_options
 from .runner import DEFAULT_SHUTDOWN_TIMEOUT, PollGate, TaskRunner
 from .status import RunnerStatus
@@ -101,7 +101,7 @@ class TaskManager:
         for layer in middleware:
             if not isinstance(layer, Middleware):
                 raise InvalidOptionError(f"{layer!r} is not a Middleware (subclass conductor_workers.Middleware)")
-        self._lock = threading.Lock()  # serialises option updates and starts; guards _task_defs_registered
+        self._lock = threading.Lock()  # serialises option updates and starts
         self._runners: Dict[str, TaskRunner] = {}
         for name, worker in self._workers.items():
             resolved = resolve_options(manager_options, worker.own_options(), options_from_env(name, environ))
@@ -116,13 +116,18 @@ class TaskManager:
                 shutdown_timeout=self.shutdown_timeout,
                 admission=admission,
             )
-        self._task_defs_registered = False
+        self._registrar = TaskDefRegistrar.for_workers(client.metadata, self._workers.values())
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def start_polling(self) -> None:
-        """Start every runner (registering task definitions first where workers ask for it)."""
-        self._register_task_defs()  # HTTP: outside the lock (a second registration is a harmless upsert)
+        """Start every runner (registering task definitions first where workers ask for it).
+
+        A server that cannot be reached does not stop polling from starting: the definitions are
+        registered once it is (see ``register_task_def``); one that refuses them (e.g. the
+        credentials) raises here, before any runner starts.
+        """
+        self._registrar.start()  # HTTP: outside the lock
         with self._lock:
             self._stop_requested.clear()
             for runner in self._runners.values():
@@ -139,6 +144,7 @@ class TaskManager:
         timeout = _validate.optional_seconds("timeout", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         self._stop_requested.set()
+        self._registrar.stop(0)  # its retries end; it is waited for below, with the runners
         runners = list(self._runners.values())
         # Every runner stops taking tasks first; then they drain side by side under one deadline.
         for runner in runners:
@@ -146,6 +152,7 @@ class TaskManager:
         results = [
             runner.stop(None if deadline is None else max(0.0, deadline - time.monotonic())) for runner in runners
         ]
+        self._registrar.stop(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return all(results)
 
     def serve_forever(self, shutdown_timeout: Optional[float] = None) -> bool:
@@ -257,21 +264,6 @@ class TaskManager:
         except KeyError:
             known = ", ".join(sorted(self._runners))
             raise InvalidOptionError(f"no worker for task type {task_def_name!r}; known: {known}") from None
-
-    def _register_task_defs(self) -> None:
-        with self._lock:
-            if self._task_defs_registered:
-                return
-        task_defs = [
-            worker.task_def if worker.task_def is not None else TaskDef(name=name)
-            for name, worker in self._workers.items()
-            if worker.register_task_def
-        ]
-        if task_defs:
-            self._client.metadata.register_task_defs(task_defs)
-            log.info("registered task definitions: %s", ", ".join(td.name for td in task_defs))
-        with self._lock:
-            self._task_defs_registered = True
 
 
 __all__ = ["TaskManager"]

@@ -6,6 +6,7 @@ Precedence, lowest first: code defaults < the manager's options < the worker's o
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import attrs
@@ -14,6 +15,15 @@ from . import _validate
 from .errors import InvalidOptionError
 
 MAX_BATCH_POLL_TIMEOUT_MS = 5000  # the server refuses longer long-polls
+
+
+def default_worker_id() -> str:
+    """``host:pid``: this host's name and this process's id, so that the processes of one host (``run
+    --processes N``) can be told apart in the server's poll data and in each task's ``workerId``.
+
+    A colon, not a hyphen: host names have hyphens of their own, never a colon.
+    """
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _count(maximum: int) -> Any:
@@ -61,7 +71,8 @@ class PollingOptions:
     :param poll_interval: milliseconds to wait after a poll that found nothing.
     :param concurrency: tasks executed at once (the thread-pool size); never polls more than free slots.
     :param domain: task domain to poll (None: tasks without a domain).
-    :param worker_id: identity sent with polls and results (None: this host's name).
+    :param worker_id: identity sent with polls and results (None: :func:`default_worker_id`,
+        ``host:pid``, one per process).
     :param batch_poll_timeout: milliseconds the server may hold an idle poll open (long-poll, ≤ 5000).
     :param paused: stop polling without stopping the runner; in-flight tasks still finish.
     :param lease_extend: send ``extendLease`` heartbeats while a task runs longer than ~80 % of its
@@ -203,4 +214,4 @@ def resolve_options(
     return PollingOptions(**merged)
 
 
-__all__ = ["OPTION_NAMES", "PollingOptions", "options_from_env", "resolve_options"]
+__all__ = ["OPTION_NAMES", "PollingOptions", "default_worker_id", "options_from_env", "resolve_options"]

@@ -8,6 +8,21 @@ HTTP(S) URL: the server's own ``/api/external/postgres/{key}`` for the PostgreSQ
 pre-signed URL for S3 or Azure), and, when the user turns uploads on, uploads an output above the
 threshold with a ``PUT`` to a WRITE location. The default "dummy" storage gives no URI: such a
 payload cannot be read, and the task fails with a reason that says so instead of running on ``{}``.
+
+A download is bounded, whatever the storage sends:
+
+* in size: never read past ``Configuration.max_payload_kb`` (the server's maximum payload, 10240 KB
+  by default; the server publishes no maximum of its own through its API, so the client's setting is
+  the one known). A payload announced larger is not read at all; one that does not announce its size
+  is cut just past the maximum. Either fails with the size in the message, permanently: it will be
+  as large next time;
+* in time: ``Configuration.download_timeout`` (60 s by default) for the whole download, or the
+  caller's shorter ``timeout`` (the runner passes the worker's ``time_limit``); each read is also
+  bounded by ``read_timeout``. Not permanent: the storage may be faster next time.
+
+Downloads and uploads go through the proxy the environment names for the storage's host (``NO_PROXY``
+decided for that host, not the server's), never carry the client's credentials, and are reported
+without the URL's query (a pre-signed URL's signature).
 """
 from __future__ import annotations
 
@@ -15,7 +30,8 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
-from .errors import ConductorError, ExternalPayloadError, InvalidResponseError
+from ._http import shown_url
+from .errors import ConductorError, ExternalPayloadError, InvalidResponseError, ResponseTooLargeError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._http import HttpTransport
@@ -54,8 +70,11 @@ class PayloadStore:
             )
         return data
 
-    def read(self, path: str, payload_type: str) -> Dict[str, Any]:
-        """The payload stored at ``path``; :class:`ExternalPayloadError` when it cannot be had."""
+    def read(self, path: str, payload_type: str, *, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """The payload stored at ``path``; :class:`ExternalPayloadError` when it cannot be had.
+
+        ``timeout``: seconds the download may take, when shorter than ``download_timeout``.
+        """
         try:
             location = self.location("READ", payload_type, path)
         except ConductorError as exc:
@@ -72,25 +91,36 @@ class PayloadStore:
                 path=path,
                 permanent=True,
             )
+        config = self._http.config
+        seconds = config.download_timeout if timeout is None else min(timeout, config.download_timeout)
+        shown = shown_url(str(uri))
         try:
-            resp = self._http.send("GET", str(uri))
+            status, body = self._http.download(str(uri), max_bytes=config.max_payload_kb * 1024, timeout=seconds)
+        except ResponseTooLargeError as exc:
+            limit = f"max_payload_kb={config.max_payload_kb}"
+            if exc.size is not None:
+                why = f"is {exc.size} bytes, more than the maximum of {exc.limit} bytes ({limit}); it was not downloaded"
+            else:
+                why = f"is more than {exc.limit} bytes, the maximum ({limit}); the download was stopped there"
+            raise ExternalPayloadError(f"the {_what(payload_type)} at {path!r} {why}", path=path, permanent=True) from exc
         except ConductorError as exc:
-            raise ExternalPayloadError(f"could not download the {_what(payload_type)} from {uri}: {exc}", path=path) from exc
-        if resp.status_code != 200:
+            raise ExternalPayloadError(f"could not download the {_what(payload_type)} from {shown}: {exc}", path=path) from exc
+        if status != 200:
             raise ExternalPayloadError(
-                f"could not download the {_what(payload_type)} from {uri}: HTTP {resp.status_code}",
+                f"could not download the {_what(payload_type)} from {shown}: HTTP {status}",
                 path=path,
-                permanent=resp.status_code in (403, 404, 410),
+                permanent=status in (403, 404, 410),
             )
         try:
-            payload = json.loads(resp.content)
+            payload = json.loads(body)
         except (ValueError, RecursionError) as exc:
             raise ExternalPayloadError(
-                f"the {_what(payload_type)} downloaded from {uri} is not JSON ({exc})", path=path, permanent=True
+                f"the {_what(payload_type)} downloaded from {shown} is not JSON ({exc})", path=path, permanent=True
             ) from exc
+        del body  # the text is no longer needed while the caller holds the payload
         if not isinstance(payload, dict):
             raise ExternalPayloadError(
-                f"the {_what(payload_type)} downloaded from {uri} is not a JSON object", path=path, permanent=True
+                f"the {_what(payload_type)} downloaded from {shown} is not a JSON object", path=path, permanent=True
             )
         if set(payload) == {"Error"}:  # conductor-oss's PostgreSQL storage says "missing" with a 200
             raise ExternalPayloadError(
@@ -110,11 +140,12 @@ class PayloadStore:
             self._refuse(f"the server gives no URI to upload to ({location!r:.100})")
             return None
         resp = self._http.send("PUT", str(uri), json_body=payload)
+        shown = shown_url(str(uri))
         if resp.status_code in (403, 404, 405, 501):
-            self._refuse(f"PUT {uri} answered HTTP {resp.status_code}")
+            self._refuse(f"PUT {shown} answered HTTP {resp.status_code}")
             return None
         if resp.status_code >= 300:
-            raise ExternalPayloadError(f"could not upload the {_what(payload_type)} to {uri}: HTTP {resp.status_code}")
+            raise ExternalPayloadError(f"could not upload the {_what(payload_type)} to {shown}: HTTP {resp.status_code}")
         return str(path)
 
     def _refuse(self, why: str) -> None:

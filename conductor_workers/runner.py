@@ -30,7 +30,6 @@ is in :mod:`._reporting` (a mixin), lease extension in :mod:`._lease`, the main-
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -48,7 +47,7 @@ from .errors import ConductorError
 from .events import TaskEvents, UpdateFailureHook, call_hook, combine
 from .middleware import Middleware, chain
 from .models import Task
-from .options import MAX_BATCH_POLL_TIMEOUT_MS, PollingOptions
+from .options import MAX_BATCH_POLL_TIMEOUT_MS, PollingOptions, default_worker_id
 from .status import COUNTERS, RunnerStatus
 from .time_limit import TimeLimitMiddleware, watchdog
 from .worker import Worker
@@ -92,7 +91,7 @@ class TaskRunner(Executing):
         self._poll_gate = poll_gate
         self._admission = admission
         self._admission_seen: Tuple[int, str] = (-1, "")  # the gate's (limit, reason) the hook last saw
-        self._hostname = socket.gethostname()
+        self._default_worker_id = default_worker_id()  # when options.worker_id is None; renewed at start()
         # _cond guards _options, _in_flight, _wake_gen, _stopping and _running; waiters are the poll
         # thread (free slot, option change, stop) and stop() (in-flight drained).
         self._cond = threading.Condition()
@@ -162,6 +161,7 @@ class TaskRunner(Executing):
                 raise ConductorError(f"runner {self.task_type!r} is still stopping; call stop() first")
             self._running, self._stopping = True, False
             self._abort.clear()
+            self._default_worker_id = default_worker_id()  # this process's, should it have forked since
             # Started under the lock, so that a concurrent stop() always finds the thread it must join.
             self._thread = threading.Thread(target=self._poll_loop, name=f"cw-poll-{self.task_type}", daemon=False)
             self._thread.start()
@@ -409,7 +409,7 @@ class TaskRunner(Executing):
             self.task_type,
             count=count,
             timeout_ms=timeout_ms,
-            worker_id=options.worker_id or self._hostname,
+            worker_id=options.worker_id or self._default_worker_id,
             domain=options.domain,
         )
         self._last_contact = time.time()

@@ -183,11 +183,15 @@ class Worker:
     constructor keywords; unset ones come from the manager's options, the environment, or defaults.
     ``register_task_def=True`` registers ``task_def`` (or a default definition) when polling starts;
     a ``task_def`` without a name gets the worker's task type, one with another name is refused.
+    A definition the server already has is replaced only when ``overwrite_task_def`` is True, or is
+    left unset (None) while a ``task_def`` is given: the definition in code is then the source. A
+    bare ``register_task_def=True`` (no ``task_def``) keeps the server's definition as it is.
     """
 
     task_def_name: str = ""
     register_task_def: bool = False
     task_def: Optional[TaskDef] = None
+    overwrite_task_def: Optional[bool] = None
 
     def __init__(
         self,
@@ -195,6 +199,7 @@ class Worker:
         *,
         register_task_def: Optional[bool] = None,
         task_def: Optional[TaskDef] = None,
+        overwrite_task_def: Optional[bool] = None,
         **options: Any,
     ) -> None:
         check_option_names(options)
@@ -208,6 +213,10 @@ class Worker:
             self.register_task_def = register_task_def
         if task_def is not None:
             self.task_def = task_def
+        if overwrite_task_def is not None:
+            self.overwrite_task_def = overwrite_task_def
+        if self.overwrite_task_def is not None and not isinstance(self.overwrite_task_def, bool):
+            raise InvalidOptionError(f"overwrite_task_def must be True, False or None, got {self.overwrite_task_def!r}")
         if self.task_def is not None:  # given here or as a class attribute
             if not isinstance(self.task_def, TaskDef):
                 raise InvalidOptionError(f"task_def must be a TaskDef, got {type(self.task_def).__name__}")

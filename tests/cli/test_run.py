@@ -472,3 +472,21 @@ def test_run_with_two_processes_on_the_real_server(real_server_url, workdir, tas
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
+
+
+def test_each_process_reports_a_worker_id_of_its_own(server, workdir, task, procs) -> None:
+    """``--processes 2``: each child's results (and polls) carry ``host:pid``, not one shared host name."""
+    port = free_port()
+    start_cli(procs, workdir, "svc_workers:echo", "--server-url", server.url, "--processes", "2",
+              "--health-port", str(port))
+    pids = wait_for_children(procs[-1], port)
+    executor, ids = workflows(server, task, 12, sleep=0.1)
+    done = [executor.wait_for_workflow(wf, timeout=30) for wf in ids]
+    assert all(wf.status is WorkflowStatus.COMPLETED for wf in done)
+    host = socket.gethostname()
+    by_pid = {wf.output["pid"]: wf.tasks[0].worker_id for wf in done}
+    assert set(by_pid) <= set(pids)
+    assert all(worker_id == f"{host}:{pid}" for pid, worker_id in by_pid.items()), by_pid
+    with ConductorClient(Configuration(server_url=server.url)) as client:
+        polled_by = {entry.worker_id for entry in client.tasks.poll_data(task)}
+    assert polled_by and polled_by <= {f"{host}:{pid}" for pid in pids}, polled_by

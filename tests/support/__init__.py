@@ -7,6 +7,7 @@ has no ``__init__.py``); the benchmark scripts append ``tests/`` to ``sys.path``
 * ``support.waiting``: ``wait_until``, the polling wait the suites share instead of fixed sleeps;
 * ``support.proxy``: ``LoopbackProxy``, a loopback HTTP proxy: counts, gates, cuts, rejects, plays chaos;
 * ``support.scripted_server``: ``ScriptedServer``, an HTTP server answering each path from a script;
+* ``support.storage_server``: ``StorageServer``, an external payload storage with huge, endless and slow bodies;
 * ``support.fault_server``: ``FaultServer``, Conductor's task API for one task type, with scripted faults;
 * ``support.workers``: ``Env`` and ``Flow``, a server with helpers for the worker-framework tests;
 * ``support.sockets``: the loopback listener, clean close and reset the two socket servers above share;

@@ -12,6 +12,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 from support.scripted_server import Reply, ScriptedServer
+from support.storage_server import StorageServer
 from support.waiting import wait_until
 from support.workers import Env, unique
 
@@ -307,3 +308,59 @@ def test_real_server_with_placeholder_storage_fails_the_task_instead_of_running_
     assert use.status is TaskStatus.FAILED_WITH_TERMINAL_ERROR
     assert "dummy" in use.reason_for_incompletion and "not executed" in use.reason_for_incompletion
     assert seen == []  # the worker never ran on an empty input
+
+
+# -- a storage that misbehaves: the task fails, and the worker never runs -----------------------------
+
+
+@pytest.fixture
+def storage() -> Iterator[StorageServer]:
+    with StorageServer() as running:
+        yield running
+
+
+def _run_one_external_task(scripted: ScriptedServer, storage_uri: str, config: Dict[str, Any],
+                           **worker_options: Any) -> Tuple[Dict[str, Any], List[Task]]:
+    """Poll one task whose input is at ``storage_uri``; its report and the tasks the worker ran."""
+    scripted.route("GET", "tasks/poll/batch/big", Reply(200, [EXTERNAL_TASK]), Reply(200, []))
+    scripted.route("GET", "tasks/externalstoragelocation", Reply(200, {"uri": storage_uri, "path": "d2f8.json"}))
+    scripted.route("POST", "tasks/update-v2", Reply(204))
+    ran: List[Task] = []
+
+    @worker_task("big", batch_poll_timeout=100, **worker_options)
+    def big(task: Task) -> Dict[str, Any]:
+        ran.append(task)
+        return {}
+
+    client = ConductorClient(Configuration(server_url=scripted.api, max_retries=0, **config))
+    manager = TaskManager(client, [big])
+    manager.start_polling()
+    try:
+        wait_until(lambda: scripted.count("POST", "tasks/update-v2"), 30, message="the failure report")
+    finally:
+        manager.stop_polling(timeout=5)
+        client.close()
+    (report,) = [r.json() for r in scripted.requests if r.path == "/api/tasks/update-v2"]
+    return report, ran
+
+
+def test_an_input_over_the_maximum_fails_the_task_with_its_size(scripted: ScriptedServer,
+                                                                 storage: StorageServer) -> None:
+    storage.huge("big", 64 * 1024 * KB)
+    report, ran = _run_one_external_task(scripted, storage.url("big"), {"max_payload_kb": 1024, "read_timeout": 30})
+    assert ran == []
+    assert report["status"] == "FAILED_WITH_TERMINAL_ERROR"
+    reason = report["reasonForIncompletion"]
+    assert "not executed" in reason and str(64 * 1024 * KB) in reason and "max_payload_kb=1024" in reason
+    assert storage.last().hung_up
+
+
+def test_a_slow_input_download_is_bounded_by_the_workers_time_limit(scripted: ScriptedServer,
+                                                                     storage: StorageServer) -> None:
+    """time_limit=1 s bounds the download although download_timeout (60 s by default) would not."""
+    storage.slow("slow", 400, interval=0.05)  # 20 s for the whole body
+    report, ran = _run_one_external_task(scripted, storage.url("slow"), {"read_timeout": 5}, time_limit=1.0)
+    assert ran == []
+    assert report["status"] == "FAILED"  # retried by the server: the storage may be faster next time
+    assert "not executed" in report["reasonForIncompletion"] and "within 1.0s" in report["reasonForIncompletion"]
+    assert storage.last().hung_up
