@@ -35,6 +35,7 @@ from .worker import TaskContext, WorkerResult, current_context
 log = logging.getLogger(__name__)
 
 MAX_WAIT = 60.0  # the watchdog never waits longer than this in one go (any deadline is safe to hold)
+IDLE_EXIT = 2.0  # with nothing to watch for this long, the watchdog thread ends (the next watch starts one)
 LATE_FIRE = 5.0  # a watch due this many seconds ago and still not fired: the watchdog is blocked
 
 
@@ -69,9 +70,11 @@ class Watchdog:
         with self._cond:
             key = next(self._ids)
             self._watches[key] = _Watch(deadline, context)
+            while self._heap and self._heap[0][1] not in self._watches:  # ended watches: not what it waits for
+                heapq.heappop(self._heap)
             earliest = not self._heap or deadline < self._heap[0][0]
             heapq.heappush(self._heap, (deadline, key))
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None or not self._thread.is_alive():  # never started, idle-ended or dead
                 self._thread = threading.Thread(target=self._run, name="cw-time-limit", daemon=True)
                 self._thread.start()
             elif earliest:
@@ -86,6 +89,8 @@ class Watchdog:
             watch = self._watches.pop(key, None)
             if watch is not None:
                 watch.ended = True
+            if not self._watches:
+                self._cond.notify()  # nothing left to watch: the thread may go idle and end
             if len(self._heap) > 2 * len(self._watches) + 64:  # drop the entries of ended watches
                 self._heap = [(w.deadline, k) for k, w in self._watches.items()]
                 heapq.heapify(self._heap)
@@ -104,9 +109,16 @@ class Watchdog:
             return f"the time-limit watchdog is {late:.0f}s late firing a limit"
         return None
 
-    def _due(self) -> List[_Watch]:
-        """Pop the watches whose deadline passed; wait for the next one when none did."""
+    def _due(self) -> Optional[List[_Watch]]:
+        """Pop the watches whose deadline passed; wait for the next one when none did. None: end the
+        thread (nothing watched for ``IDLE_EXIT`` seconds)."""
         with self._cond:
+            if not self._watches:
+                self._cond.wait(IDLE_EXIT)
+                if not self._watches:
+                    self._heap.clear()
+                    self._thread = None  # under the lock: the next watch() starts a new thread
+                    return None
             now = time.monotonic()
             due: List[_Watch] = []
             while self._heap and (self._heap[0][0] <= now or self._heap[0][1] not in self._watches):
@@ -127,6 +139,8 @@ class Watchdog:
                 log.exception("time-limit watchdog: unexpected error; going on")
                 threading.Event().wait(0.1)
                 continue
+            if due is None:
+                return
             for watch in due:
                 try:
                     _expire(watch.context)

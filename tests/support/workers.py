@@ -134,6 +134,11 @@ class Env:
     def close(self) -> None:
         for manager in self._managers:
             manager.stop_polling(timeout=15)
+        # stop_polling() does not wait out a last idle long poll; the next test should not see its thread
+        pollers = {f"cw-poll-{task_type}" for manager in self._managers for task_type in manager.status()}
+        deadline = time.monotonic() + 40.0  # a long poll whose answer a chaos proxy lost ends at the read timeout
+        while time.monotonic() < deadline and any(t.name in pollers for t in threading.enumerate()):
+            threading.Event().wait(0.05)
         if self.worker_client is not self.client:
             self.worker_client.close()
         self.client.close()
