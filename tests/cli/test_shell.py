@@ -6,6 +6,7 @@ or as a ``server`` subprocess for its own flags); one test also runs against the
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -408,7 +409,6 @@ def test_bad_wait_is_refused_before_the_workflow_starts(server: LocalConductor, 
 @given(text=st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.text(max_size=8)))
 @settings(max_examples=200, deadline=None)
 def test_wait_seconds_takes_only_what_a_wait_can_use(text: str) -> None:
-    import argparse
     try:
         seconds = _shell.wait_seconds(text)
     except argparse.ArgumentTypeError:
@@ -651,6 +651,11 @@ def test_server_bad_auth_file_exits_2(tmp_path: Path, content: bytes) -> None:
                  server_usage_error(env=_env(LOCAL_CONDUCTOR_AUTH_FILE=str(auth)))):
         assert str(auth) in line and "KEY_ID:SECRET" in line
         assert "s3cr3t" not in line  # never echoed
+
+
+def test_server_bad_auth_variable_exits_2() -> None:
+    line = server_usage_error(env=_env(LOCAL_CONDUCTOR_AUTH="no-colon-s3cr3t"))
+    assert "$LOCAL_CONDUCTOR_AUTH" in line and "KEY_ID:SECRET" in line and "s3cr3t" not in line
 
 
 def test_server_missing_auth_file_exits_2(tmp_path: Path) -> None:
