@@ -1,7 +1,10 @@
 """Command line: ``python -m conductor_workers server --port 8080`` (also ``conductor-workers``).
 
 This is the application edge: it installs SIGINT/SIGTERM handlers (the library never does);
-they only set an event, and the main thread then stops the server cleanly.
+they only set an event, and the main thread then stops the server cleanly. When the reader of
+stdout goes away (``conductor-workers ... | head``), every command ends quietly with exit code 141,
+the status a shell shows for a process that SIGPIPE ended; Python ignores SIGPIPE (its sockets need
+that), so the broken pipe arrives as BrokenPipeError and :func:`main` turns it into that status.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import ssl
 import sys
 import threading
 from types import FrameType
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, TextIO, cast
 
 from . import _shell
 from ._version import __version__
@@ -24,9 +27,11 @@ log = logging.getLogger("conductor_workers")
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="conductor-workers", description="conductor_workers tools")
-    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = _shell.OneLineParser(prog="conductor-workers", description="conductor_workers tools")
+    parser.add_argument("--version", action=_shell.PrintVersion, version=__version__)
+    # every subcommand's parser is a OneLineParser too (argparse makes them of the parent's class)
+    commands = cast("argparse._SubParsersAction[argparse.ArgumentParser]",
+                    parser.add_subparsers(dest="command", metavar="COMMAND"))
     commands.required = True
     server = commands.add_parser("server", help="run LocalConductor, an embedded Conductor server")
     server.add_argument("--port", type=int, default=8080, help="TCP port (0 picks a free one); default 8080")
@@ -37,9 +42,11 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="logging level; default info")
     server.add_argument("--http-allow-host", metavar="HOST", action="append", default=[],
                         help="a host HTTP tasks may call besides loopback ones (repeatable; '*' for any)")
-    server.add_argument("--auth", metavar="KEY_ID:SECRET", default=None,
-                        help="require Orkes-style tokens for this key"
-                             " (default: $LOCAL_CONDUCTOR_AUTH, else no auth)")
+    server.add_argument("--auth-file", metavar="PATH", default=None,
+                        help="require Orkes-style tokens for the key in this file (one line KEY_ID:SECRET;"
+                             " default: $LOCAL_CONDUCTOR_AUTH_FILE, else $LOCAL_CONDUCTOR_AUTH=KEY_ID:SECRET,"
+                             " else no auth)")
+    server.add_argument("--auth", default=None, help=argparse.SUPPRESS)  # refused: a secret shows in ps
     server.add_argument("--tls-cert", metavar="PEM", default=None,
                         help="serve HTTPS with this certificate (chain); its key too unless --tls-key")
     server.add_argument("--tls-key", metavar="PEM", default=None, help="the private key of --tls-cert")
@@ -53,9 +60,10 @@ def _build_parser() -> argparse.ArgumentParser:
 def _run_server(args: argparse.Namespace) -> int:
     from .server import LocalConductor
 
+    if args.auth is not None:
+        return _shell.fail(_shell.AUTH_ON_COMMAND_LINE, 2)
     try:
-        auth_value = args.auth if args.auth is not None else os.environ.get("LOCAL_CONDUCTOR_AUTH")
-        auth = _shell.parse_auth(auth_value)
+        auth = _shell.server_auth(args.auth_file, os.environ)
         tls = _shell.tls_context(args.tls_cert, args.tls_key)
     except _shell.UsageError as exc:
         return _shell.fail(exc, 2)
@@ -103,12 +111,52 @@ _COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {"server": _run_serv
                                                              "run": _run_workers}
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of ``python -m conductor_workers`` and the ``conductor-workers`` script."""
+def _flushes(stream: TextIO) -> bool:
+    try:
+        stream.flush()
+    except BrokenPipeError:
+        return False
+    return True
+
+
+def _discard_closed_output() -> None:
+    """Point stdout (and stderr) at the null device if their reader went away.
+
+    What is left in their buffers would otherwise fail again when the interpreter flushes them at
+    exit ("Exception ignored ... BrokenPipeError", exit status 120), as the Python docs on SIGPIPE note.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None or _flushes(stream):
+            continue
+        try:
+            descriptor = stream.fileno()
+        except (OSError, ValueError):  # a stream without a descriptor (a host replaced it): nothing to point
+            continue
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, descriptor)
+        finally:
+            os.close(devnull)
+
+
+def _dispatch(argv: Optional[List[str]]) -> int:
     args = _build_parser().parse_args(argv)
     logging.basicConfig(level=getattr(args, "log_level", "info").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return _COMMANDS[args.command](args)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of ``python -m conductor_workers`` and the ``conductor-workers`` script."""
+    try:
+        try:
+            return _dispatch(argv)
+        finally:  # also after --help and --version, which argparse ends with SystemExit
+            if sys.stdout is not None:
+                sys.stdout.flush()
+    except BrokenPipeError:  # output cut short: the reader has what it wanted
+        _discard_closed_output()
+        return _shell.EXIT_OUTPUT_CLOSED
 
 
 if __name__ == "__main__":

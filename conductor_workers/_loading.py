@@ -5,15 +5,26 @@ the Worker subclasses it defines with a class-level ``task_def_name``; or the Wo
 or factory that ``ATTR`` names); :func:`load_workers` loads every target of a :class:`RunSettings`,
 rejects two workers for one task type and applies ``--worker``/``--exclude``. Every failure is a
 :class:`CommandError` with a one-line message. Logs under ``conductor_workers._run``, as it always has.
+
+* A target that ends in ``.py`` is a file: it is imported under the dotted name its place in packages
+  gives it (``app/jobs/resize.py`` in a package ``app.jobs`` is ``app.jobs.resize``), with the
+  directory above the top package first on ``sys.path``; a different module already known by that
+  name is refused rather than run in its place.
+* A module that fails to import is one line naming the file and line where it failed (the last frame
+  of the traceback in the user's code, or where a SyntaxError points); the whole traceback is logged
+  at debug level. ``sys.exit()`` or ``KeyboardInterrupt`` raised while importing is such a failure too.
 """
 from __future__ import annotations
 
 import importlib
 import inspect
 import logging
+import os
 import sys
+import sysconfig
+import traceback
 from types import ModuleType
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 from ._run_args import EXIT_BAD_MODULE, EXIT_BAD_OPTION, CommandError, RunSettings, _describe
 from .worker import Worker
@@ -21,17 +32,98 @@ from .worker import Worker
 log = logging.getLogger("conductor_workers._run")  # the logger of the run command
 
 
+def _import_machinery_dirs() -> Tuple[str, ...]:
+    """importlib's directory and this package's: their frames are never the user's line."""
+    return tuple(os.path.realpath(os.path.dirname(path)) for path in (importlib.__file__, __file__))
+
+
+def _library_dirs() -> Tuple[str, ...]:
+    """The standard library's and installed packages' directories."""
+    paths = sysconfig.get_paths()
+    return tuple({os.path.realpath(paths[name]) for name in ("stdlib", "platstdlib", "purelib", "platlib")
+                  if paths.get(name)})
+
+
+def _inside(filename: str, directories: Tuple[str, ...]) -> bool:
+    path = os.path.realpath(filename)
+    return any(path == directory or path.startswith(directory + os.sep) for directory in directories)
+
+
+def _shown(filename: str) -> str:
+    """``filename`` relative to the current directory when it is below it."""
+    relative = os.path.relpath(filename)
+    return filename if relative.startswith(os.pardir) else relative
+
+
+def failure_location(exc: BaseException) -> Optional[str]:
+    """``file:line`` of the user's code where an import failed, or None (e.g. no such module).
+
+    A SyntaxError points at its own line; otherwise the last frame of the traceback outside the
+    import machinery (importlib, this package), preferring frames outside the standard library and
+    installed packages (the user's line that called into them).
+    """
+    if isinstance(exc, SyntaxError) and exc.filename and exc.lineno:
+        return f"{_shown(exc.filename)}:{exc.lineno}"
+    machinery = _import_machinery_dirs()
+    frames = [
+        frame for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith("<") and not _inside(frame.filename, machinery)
+    ]
+    libraries = _library_dirs()
+    users = [frame for frame in frames if not _inside(frame.filename, libraries)]
+    chosen = (users or frames)[-1:]
+    return f"{_shown(chosen[0].filename)}:{chosen[0].lineno}" if chosen else None
+
+
 def _import(module_name: str) -> ModuleType:
     if not module_name:
         raise CommandError(EXIT_BAD_MODULE, "empty module name")
     try:
         return importlib.import_module(module_name)
-    except SystemExit as exc:
-        raise CommandError(EXIT_BAD_MODULE, f"importing module {module_name!r} called sys.exit({exc.code!r})") from None
     except BaseException as exc:  # noqa: BLE001 - whatever a user module raises is reported in one line
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        raise CommandError(EXIT_BAD_MODULE, f"cannot import module {module_name!r}: {_describe(exc)}") from None
+        log.debug("importing module %r failed", module_name, exc_info=exc)
+        where = failure_location(exc)
+        at = f" ({where})" if where else ""
+        if isinstance(exc, SystemExit):
+            message = f"importing module {module_name!r} called sys.exit({exc.code!r}){at}"
+        elif isinstance(exc, KeyboardInterrupt):
+            message = f"importing module {module_name!r} raised KeyboardInterrupt{at}"
+        else:
+            message = f"cannot import module {module_name!r}{at}: {_describe(exc)}"
+        raise CommandError(EXIT_BAD_MODULE, message) from None
+
+
+def _module_name_of_file(path: str) -> Tuple[str, str]:
+    """The directory to import ``path`` from and its dotted module name (packages above it included)."""
+    directory, name = os.path.split(os.path.abspath(path)[: -len(".py")])
+    parts = [name]
+    while os.path.isfile(os.path.join(directory, "__init__.py")):
+        directory, package = os.path.split(directory)
+        parts.append(package)
+    return directory, ".".join(reversed(parts))
+
+
+def _import_file(path: str) -> ModuleType:
+    stem = os.path.basename(path)[: -len(".py")]
+    if not os.path.isfile(path):
+        raise CommandError(
+            EXIT_BAD_MODULE,
+            f"no such file {path!r}: give the path of a .py file, or name the module ({stem!r}) as python -m does",
+        )
+    directory, module_name = _module_name_of_file(path)
+    if not all(part.isidentifier() for part in module_name.split(".")):
+        raise CommandError(EXIT_BAD_MODULE, f"{path!r} cannot be imported: {module_name!r} is not a module name")
+    if sys.path[:1] != [directory]:
+        sys.path.insert(0, directory)
+    module = _import(module_name)
+    found = getattr(module, "__file__", None)
+    if not found or os.path.realpath(found) != os.path.realpath(path):
+        raise CommandError(
+            EXIT_BAD_MODULE,
+            f"{path!r}: the module name {module_name!r} is already taken by {found or 'a built-in module'};"
+            " rename the file",
+        )
+    return module
 
 
 def _instantiate(cls: type, where: str) -> Worker:
@@ -95,7 +187,8 @@ def _scan(module: ModuleType) -> List[Worker]:
 def load_target(target: str) -> List[Worker]:
     """The workers ``MODULE`` or ``MODULE:ATTR`` defines."""
     module_name, _, attr = target.partition(":")
-    module = _import(module_name.strip())
+    module_name = module_name.strip()
+    module = _import_file(module_name) if module_name.endswith(".py") else _import(module_name)
     if not attr:
         return _scan(module)
     value: Any = module

@@ -180,6 +180,65 @@ def test_bad_module_is_a_one_line_error(workdir) -> None:
         assert stderr.startswith("conductor-workers run: error: ")
 
 
+@pytest.mark.parametrize("source, line, words", [
+    ("import os\n\nimport no_such_dependency_xyz\n", 3, ["ModuleNotFoundError", "no_such_dependency_xyz"]),
+    ("X = 1\n\ndef f():\n    raise RuntimeError('boom')\n\nf()\n", 4, ["RuntimeError", "boom"]),
+    ("X = 1\ndef broken(:\n", 2, ["SyntaxError"]),
+    ("import json\njson.loads('{')\n", 2, ["JSONDecodeError"]),  # raised in the stdlib: the user's line
+])
+def test_import_failure_names_the_file_and_line(workdir, source: str, line: int, words: List[str]) -> None:
+    (workdir / "broken_mod.py").write_text(source)
+    code, stderr = run_cli(workdir, "broken_mod", "--server-url", "http://127.0.0.1:9/api")
+    assert (code, len(stderr.strip().splitlines())) == (3, 1), stderr
+    assert f"broken_mod.py:{line}" in stderr and all(word in stderr for word in words), stderr
+    # at debug level the whole traceback is logged too, before the one-line error
+    code, stderr = run_cli(workdir, "broken_mod", "--server-url", "http://127.0.0.1:9/api", "--log-level", "debug")
+    assert code == 3, stderr
+    assert "Traceback" in stderr and f'broken_mod.py", line {line}' in stderr, stderr
+    assert stderr.strip().splitlines()[-1].startswith("conductor-workers run: error: ")
+
+
+@pytest.mark.parametrize("statement, words", [
+    ("raise KeyboardInterrupt", ["KeyboardInterrupt"]),
+    ("raise SystemExit(5)", ["sys.exit(5)"]),
+    ("import sys; sys.exit('bye')", ["sys.exit('bye')"]),
+])
+def test_module_that_interrupts_or_exits_at_import_is_one_line(workdir, statement: str, words: List[str]) -> None:
+    (workdir / "stops_mod.py").write_text(f"X = 1\n{statement}\n")
+    code, stderr = run_cli(workdir, "stops_mod", "--server-url", "http://127.0.0.1:9/api")
+    assert (code, len(stderr.strip().splitlines())) == (3, 1), stderr
+    assert "Traceback" not in stderr and "stops_mod.py:2" in stderr
+    assert all(word in stderr for word in words), stderr
+
+
+def test_a_path_to_a_py_file_runs_its_workers(server, workdir, task, procs) -> None:
+    (workdir / "pkg").mkdir()
+    (workdir / "pkg" / "__init__.py").write_text("")
+    (workdir / "pkg" / "more.py").write_text(
+        "from conductor_workers import worker_task\n"
+        f"@worker_task('{task}_more')\n"
+        "def more() -> dict:\n    return {'more': True}\n")
+    executor, ids = workflows(server, task, 3)
+    proc = start_cli(procs, workdir.parent, f"{workdir.name}/svc_workers.py", f"{workdir.name}/pkg/more.py:more",
+                     "--server-url", server.url)
+    results = [executor.wait_for_workflow(wf, timeout=20) for wf in ids]
+    assert [wf.status for wf in results] == [WorkflowStatus.COMPLETED] * 3
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0, stderr
+    assert f"{task}_more" in stderr  # "polling ..." names the worker found through the package path
+
+
+def test_a_py_argument_that_is_not_a_file_gets_a_hint(workdir) -> None:
+    code, stderr = run_cli(workdir, "myworkers.py", "--server-url", "http://127.0.0.1:9/api")
+    assert (code, len(stderr.strip().splitlines())) == (3, 1), stderr
+    assert "myworkers.py" in stderr and "'myworkers'" in stderr, stderr
+    (workdir / "os.py").write_text("X = 1\n")  # its name is taken by a module the interpreter imported first
+    code, stderr = run_cli(workdir, "os.py", "--server-url", "http://127.0.0.1:9/api")
+    assert (code, len(stderr.strip().splitlines())) == (3, 1), stderr
+    assert "os.py" in stderr and "rename" in stderr, stderr
+
+
 def test_no_workers_and_bad_options_fail(workdir, task) -> None:
     code, stderr = run_cli(workdir, "empty_mod", "--server-url", "http://127.0.0.1:9/api")
     assert (code, len(stderr.strip().splitlines())) == (3, 1), stderr

@@ -6,6 +6,7 @@ or as a ``server`` subprocess for its own flags); one test also runs against the
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -20,8 +22,10 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from conductor_workers import ConductorClient, Configuration
+from conductor_workers import ConductorClient, Configuration, _shell
 from conductor_workers._version import __version__
 from conductor_workers.errors import AuthenticationError
 from conductor_workers.models import TaskDef, WorkflowDef, WorkflowTask
@@ -29,7 +33,8 @@ from conductor_workers.testing import LocalConductor
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 60
-_OUR_ENV = ("CONDUCTOR_SERVER_URL", "CONDUCTOR_AUTH_KEY", "CONDUCTOR_AUTH_SECRET", "LOCAL_CONDUCTOR_AUTH")
+_OUR_ENV = ("CONDUCTOR_SERVER_URL", "CONDUCTOR_AUTH_KEY", "CONDUCTOR_AUTH_SECRET", "LOCAL_CONDUCTOR_AUTH",
+            "LOCAL_CONDUCTOR_AUTH_FILE")
 
 
 def _env(**extra: str) -> Dict[str, str]:
@@ -56,8 +61,7 @@ def refused(result: "subprocess.CompletedProcess[str]", code: int, *words: str) 
     """The one stderr line of a command that exited ``code``; it must contain ``words``."""
     assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
-    if code != 2:  # argparse's own usage errors print the usage line first
-        assert len(lines) == 1, result.stderr
+    assert len(lines) == 1, result.stderr  # argparse's usage errors too
     for word in words:
         assert word.lower() in lines[-1].lower(), result.stderr
     return lines[-1]
@@ -143,8 +147,8 @@ def test_version() -> None:
 ])
 def test_missing_or_bad_arguments_exit_2(args: List[str]) -> None:
     result = cli(*args)
-    assert result.returncode == 2, result
-    assert result.stdout == "" and "usage:" in result.stderr
+    line = refused(result, 2, "error:", "see --help")
+    assert result.stdout == "" and line.startswith("conductor-workers")
 
 
 # -- task and workflow commands ---------------------------------------------------------------------
@@ -155,7 +159,7 @@ def test_start_get_and_complete_by_task_id(url: str, tmp_path: Path) -> None:
     workflow = ok(cli("workflow", "get", workflow_id, "--server-url", url))
     assert workflow["workflowId"] == workflow_id and workflow["status"] == "RUNNING"
     assert workflow["input"] == {"x": 41} and workflow["correlationId"] == "cli-1"
-    assert not workflow.get("tasks")  # only with --tasks
+    assert [task["referenceTaskName"] for task in workflow["tasks"]] == ["step"]  # tasks by default
 
     task = only_task(url, workflow_id)
     fetched = ok(cli("task", "get", task["taskId"], "--server-url", url))
@@ -308,6 +312,166 @@ def test_unreachable_server_exits_1_with_one_line() -> None:
     refused(cli("workflow", "get", "x", "--server-url", f"http://127.0.0.1:{port}/api"), 1, "could not talk")
 
 
+# -- output cut short, bad inputs, update-by-ref by name, tasks by default -----------------------------
+
+
+def cli_into_closed_pipe(*args: str, buffered: bool) -> "subprocess.CompletedProcess[str]":
+    """Run a command whose stdout is a pipe nobody reads any more (``... | head`` once head is gone)."""
+    env = _env()
+    if buffered:
+        del env["PYTHONUNBUFFERED"]  # what is left in the buffer is flushed again as the interpreter exits
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "conductor_workers", *args], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, env=env, cwd=str(REPO), timeout=TIMEOUT)
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+@pytest.mark.parametrize("args", [["--version"], ["run", "--help"], ["workflow", "start", "--help"],
+                                  ["workflow", "get", "{id}"], ["task", "get", "{task}"]])
+def test_output_cut_short_ends_quietly_with_141(url: str, args: List[str], buffered: bool) -> None:
+    workflow_id = start(url, "--input", json.dumps({"x": "y" * 100_000}))  # more than a pipe holds
+    task_id = only_task(url, workflow_id)["taskId"]
+    args = [arg.format(id=workflow_id, task=task_id) for arg in args]
+    if args[0] in ("workflow", "task") and "--help" not in args:
+        args += ["--server-url", url]
+    result = cli_into_closed_pipe(*args, buffered=buffered)
+    assert (result.returncode, result.stderr) == (141, "")  # 128 + SIGPIPE, as a shell reports `git log | head`
+    ok(cli("workflow", "terminate", workflow_id, "--server-url", url))
+
+
+def _deep(depth: int) -> str:
+    return '{"a": ' + "[" * depth + "]" * depth + "}"
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"\xff\xfe{}", ["not UTF-8"]),                       # e.g. saved as UTF-16 or Latin-1
+    ('{"caf\u00e9": 1}'.encode("latin-1"), ["not UTF-8"]),
+    (b"{not json", ["not valid JSON"]),
+    (b"", ["not valid JSON"]),
+    (_deep(5000).encode(), ["nested", "deep"]),
+    (b'{"x": NaN}', ["not valid JSON", "NaN"]),             # not JSON, and no server could take it
+])
+def test_bad_output_file_is_one_line_and_exit_2(url: str, tmp_path: Path, content: bytes,
+                                                  words: List[str]) -> None:
+    workflow_id = start(url)
+    task = only_task(url, workflow_id)
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(content)
+    refused(cli("task", "update", task["taskId"], "--status", "COMPLETED", "--output", f"@{bad}",
+                "--server-url", url), 2, "--output", *words)
+    from_stdin = subprocess.run(
+        [sys.executable, "-m", "conductor_workers", "task", "update-by-ref", workflow_id, "step",
+         "--status", "COMPLETED", "--output", "@-", "--server-url", url],
+        input=content, capture_output=True, env=_env(), cwd=str(REPO), timeout=TIMEOUT)
+    assert from_stdin.returncode == 2, from_stdin
+    assert len(from_stdin.stderr.decode().strip().splitlines()) == 1, from_stdin.stderr
+    assert all(word.lower() in from_stdin.stderr.decode().lower() for word in words), from_stdin.stderr
+    refused(cli("workflow", "start", FLOW, "--input", f"@{bad}", "--server-url", url), 2, "--input", *words)
+    assert ok(cli("task", "get", task["taskId"], "--server-url", url))["status"] == "SCHEDULED"
+    ok(cli("workflow", "terminate", workflow_id, "--server-url", url))
+
+
+def test_deep_inline_json_and_a_directory_are_one_line_and_exit_2(url: str, tmp_path: Path) -> None:
+    refused(cli("workflow", "start", FLOW, "--input", _deep(5000), "--server-url", url), 2, "--input", "deep")
+    refused(cli("workflow", "start", FLOW, "--input", f"@{tmp_path}", "--server-url", url), 2, "--input",
+            "cannot read")
+
+
+@given(depth=st.integers(min_value=1, max_value=3000))
+@settings(max_examples=60, deadline=None)
+def test_json_objects_are_refused_or_can_be_sent_at_any_depth(depth: int) -> None:
+    """Whatever the nesting, a value is refused with UsageError or is one the client can encode."""
+    try:
+        value = _shell.read_json_object(_deep(depth), "--input")
+    except _shell.UsageError as exc:
+        assert "deep" in str(exc)
+        return
+
+    def encode_from_deeper_in_the_stack(frames: int) -> str:
+        return json.dumps(value) if frames == 0 else encode_from_deeper_in_the_stack(frames - 1)
+
+    assert encode_from_deeper_in_the_stack(150)  # the client encodes it under ~100 frames of its own
+
+
+@pytest.mark.parametrize("wait", ["-1", "nan", "inf", "-inf", "1e300", "1e12"])
+def test_bad_wait_is_refused_before_the_workflow_starts(server: LocalConductor, url: str, wait: str) -> None:
+    name = _unique("wait_flow")
+    with ConductorClient(Configuration(server_url=url)) as client:
+        register(client, task_name=TASK, workflow_name=name)
+        refused(cli("workflow", "start", name, f"--wait={wait}", "--server-url", url, timeout=20), 2, "--wait")
+        assert client.workflows.running(name, version=1) == []
+
+
+@given(text=st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.text(max_size=8)))
+@settings(max_examples=200, deadline=None)
+def test_wait_seconds_takes_only_what_a_wait_can_use(text: str) -> None:
+    try:
+        seconds = _shell.wait_seconds(text)
+    except argparse.ArgumentTypeError:
+        return
+    assert 0 <= seconds <= threading.TIMEOUT_MAX
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--priority", "100"], ["--priority", "0", "99"]),
+    (["--priority", "-1"], ["--priority"]),
+    (["--version", "0"], ["--version"]),
+])
+def test_bad_start_numbers_exit_2(url: str, args: List[str], words: List[str]) -> None:
+    refused(cli("workflow", "start", FLOW, *args, "--server-url", url), 2, *words)
+
+
+def test_bad_callback_after_exits_2(url: str) -> None:
+    refused(cli("task", "update", "some-id", "--status", "IN_PROGRESS", "--callback-after", "-5",
+                "--server-url", url), 2, "--callback-after")
+
+
+def test_workflow_get_includes_tasks_unless_told_not_to(url: str) -> None:
+    workflow_id = start(url)
+    plain = ok(cli("workflow", "get", workflow_id, "--server-url", url))
+    assert [task["referenceTaskName"] for task in plain["tasks"]] == ["step"]
+    assert ok(cli("workflow", "get", workflow_id, "--tasks", "--server-url", url))["tasks"] == plain["tasks"]
+    without = ok(cli("workflow", "get", workflow_id, "--no-tasks", "--server-url", url))
+    assert "tasks" not in without and without["workflowId"] == workflow_id  # left out, not "no tasks"
+    ok(cli("workflow", "terminate", workflow_id, "--server-url", url))
+
+
+@pytest.mark.parametrize("form", [["--workflow-id", "{wf}", "--ref-name", "step"],
+                                  ["--ref", "step", "--workflow-id", "{wf}"],
+                                  ["{wf}", "step"]])
+def test_update_by_ref_with_named_options(url: str, form: List[str]) -> None:
+    workflow_id = start(url)
+    args = [arg.format(wf=workflow_id) for arg in form]
+    answer = ok(cli("task", "update-by-ref", *args, "--status", "COMPLETED", "--output", '{"result": "named"}',
+                    "--server-url", url))
+    assert answer["workflowId"] == workflow_id and answer["taskId"]
+    assert ok(cli("workflow", "get", workflow_id, "--server-url", url))["output"] == {"result": "named"}
+
+
+@pytest.mark.parametrize("args", [
+    ["wf-id", "--ref-name", "step"],                  # half positional, half named
+    ["--workflow-id", "wf-id"],                       # no ref name
+    ["--ref", "step"],                                # no workflow id
+    ["wf-id", "step", "--workflow-id", "other"],      # both forms
+])
+def test_update_by_ref_mixed_or_missing_exits_2(url: str, args: List[str]) -> None:
+    refused(cli("task", "update-by-ref", *args, "--status", "COMPLETED", "--server-url", url), 2,
+            "--workflow-id", "--ref-name")
+
+
+def test_update_by_ref_in_the_python_order_says_which_order(url: str) -> None:
+    workflow_id = start(url)
+    # WorkflowExecutor.update_task_by_ref_name(ref, workflow_id, ...) takes them the other way round
+    line = refused(cli("task", "update-by-ref", "step", workflow_id, "--status", "COMPLETED", "--server-url", url),
+                   1, "WORKFLOW_ID REF_NAME", "--workflow-id")
+    assert "step" in line
+    ok(cli("workflow", "terminate", workflow_id, "--server-url", url))
+
+
 # -- the server command -----------------------------------------------------------------------------
 
 
@@ -351,10 +515,14 @@ def spawn() -> Iterator[Any]:
         _stop(process)
 
 
-@pytest.mark.parametrize("how", ["flag", "env"])
-def test_server_auth(spawn: Any, how: str) -> None:
-    if how == "flag":
-        server_url = spawn("--auth", "cli-key:s3:cret")  # the secret may contain ':'
+@pytest.mark.parametrize("how", ["file", "file-env", "env"])
+def test_server_auth(spawn: Any, how: str, tmp_path: Path) -> None:
+    secret_file = tmp_path / "auth"
+    secret_file.write_text("cli-key:s3:cret\n")  # the secret may contain ':'; the newline is not part of it
+    if how == "file":
+        server_url = spawn("--auth-file", str(secret_file))
+    elif how == "file-env":
+        server_url = spawn(env=_env(LOCAL_CONDUCTOR_AUTH_FILE=str(secret_file)))
     else:
         server_url = spawn(env=_env(LOCAL_CONDUCTOR_AUTH="cli-key:s3:cret"))
     name = _unique("auth_flow")
@@ -454,12 +622,46 @@ def test_server_bad_tls_files_exit_1(tmp_path: Path) -> None:
     assert "cannot load the TLS certificate" in server_fails("--tls-cert", str(garbage))
 
 
-@pytest.mark.parametrize("args", [["--auth", "no-colon"], ["--auth", ":secret"], ["--tls-key", "k.pem"]])
+def server_usage_error(*args: str, env: Optional[Dict[str, str]] = None) -> str:
+    result = subprocess.run([sys.executable, "-m", "conductor_workers", "server", "--port", "0", *args],
+                            capture_output=True, text=True, env=env or _env(), cwd=str(REPO), timeout=TIMEOUT)
+    assert result.stdout == ""
+    return refused(result, 2)
+
+
+@pytest.mark.parametrize("args", [["--tls-key", "k.pem"], ["--port", "eighty"]])
 def test_server_bad_flags_exit_2(args: Sequence[str]) -> None:
-    result = subprocess.run([sys.executable, "-m", "conductor_workers", "server", *args], capture_output=True,
-                            text=True, env=_env(), cwd=str(REPO), timeout=TIMEOUT)
-    refused(result, 2)
-    assert len(result.stderr.strip().splitlines()) == 1
+    server_usage_error(*args)
+
+
+@pytest.mark.parametrize("value", ["cli-key:s3cr3t-value", "no-colon"])
+def test_server_auth_secret_on_the_command_line_is_refused(value: str) -> None:
+    """``ps`` shows every process's arguments to every user: the secret goes in a file or the environment."""
+    line = server_usage_error("--auth", value)
+    assert "--auth-file" in line and "LOCAL_CONDUCTOR_AUTH" in line
+    assert "s3cr3t" not in line
+
+
+@pytest.mark.parametrize("content", [b"no-colon-s3cr3t\n", b":s3cr3t\n", b"key:\n", b"", b"\xffkey:s3cr3t\n",
+                                     b"key:s3cr3t\nkey:two\n"])
+def test_server_bad_auth_file_exits_2(tmp_path: Path, content: bytes) -> None:
+    auth = tmp_path / "auth"
+    auth.write_bytes(content)
+    for line in (server_usage_error("--auth-file", str(auth)),
+                 server_usage_error(env=_env(LOCAL_CONDUCTOR_AUTH_FILE=str(auth)))):
+        assert str(auth) in line and "KEY_ID:SECRET" in line
+        assert "s3cr3t" not in line  # never echoed
+
+
+def test_server_bad_auth_variable_exits_2() -> None:
+    line = server_usage_error(env=_env(LOCAL_CONDUCTOR_AUTH="no-colon-s3cr3t"))
+    assert "$LOCAL_CONDUCTOR_AUTH" in line and "KEY_ID:SECRET" in line and "s3cr3t" not in line
+
+
+def test_server_missing_auth_file_exits_2(tmp_path: Path) -> None:
+    line = server_usage_error("--auth-file", str(tmp_path / "missing"))
+    assert "cannot read" in line and str(tmp_path / "missing") in line
+    server_usage_error("--auth-file", str(tmp_path))  # a directory
 
 
 # -- against the real server -------------------------------------------------------------------------
