@@ -35,7 +35,6 @@ import time
 from multiprocessing.connection import Connection, wait
 from typing import Any, Dict, List, Optional
 
-from ._recycling import RecycleLimits, resident_memory
 from ._run import (
     EXIT_NOT_DRAINED,
     EXIT_OK,
@@ -44,121 +43,18 @@ from ._run import (
     StopOnSignals,
     WorkerService,
     _start_endpoints,
-    configure_logging,
     load_workers,
 )
+from ._worker_process import REPORT_INTERVAL, STOP, child_main
 from .errors import ConductorError
 
 log = logging.getLogger(__name__)
 
-REPORT_INTERVAL = 1.0  # seconds between a child's reports
-LIMIT_CHECK_INTERVAL = 0.1  # seconds between checks of --max-tasks/memory-per-child
 RESTART_DELAY_MIN = 0.5
 RESTART_DELAY_MAX = 30.0
 STABLE_AFTER = 60.0  # a child that ran this long resets the restart backoff
 CRASH_LOOP = 3  # crashes in a row (no child stable in between) that make a crash loop
 STOP_GRACE = 5.0  # seconds past the shutdown timeout before children still alive are killed
-STOP = "stop"  # the parent's one message: stop polling, drain and exit
-
-
-# -- the child -----------------------------------------------------------------------------------
-
-
-class _ParentLink:
-    """The child's end of its pipe: reports every second (and a final one), hears ``stop``, and
-    notices the parent's death. ``stop`` is the child's own event: set, the service drains."""
-
-    def __init__(self, conn: Connection, service: WorkerService, stop: threading.Event, parent_pid: int,
-                 limits: RecycleLimits) -> None:
-        self._conn = conn
-        self._service = service
-        self._stop = stop
-        self._parent_pid = parent_pid
-        self._limits = limits
-        self._send_lock = threading.Lock()  # guards the pipe's write side: reports and the final one
-        self._closed = threading.Event()  # the final report is sent: no more reports
-        self._recycle: Optional[str] = None  # why this process is due for replacement, once it is
-
-    def watch(self) -> None:
-        """Thread body: report until the final report, and stop the service when told or orphaned.
-
-        With a task or memory limit the limits are checked every ``LIMIT_CHECK_INTERVAL``, and a
-        report goes out at once when the process becomes due; otherwise every report checks them.
-        """
-        active = self._limits.max_tasks is not None or self._limits.max_memory_mb is not None
-        interval = LIMIT_CHECK_INTERVAL if active else REPORT_INTERVAL
-        last_report = 0.0
-        while not self._closed.is_set():
-            try:
-                if self._conn.poll(interval) and self._conn.recv() == STOP and not self._stop.is_set():
-                    log.info("the supervisor asked to stop")
-                    self._stop.set()
-                health = self._service.health()
-                due = self._check(health)
-                if due or time.monotonic() - last_report >= REPORT_INTERVAL - interval / 2:
-                    self._send(health, final=False)
-                    last_report = time.monotonic()
-            except (EOFError, OSError):
-                if not self._closed.is_set():
-                    log.warning("the supervisor (pid %d) is gone: stopping", self._parent_pid)
-                self._stop.set()
-                return
-            if os.getppid() != self._parent_pid:
-                log.warning("the supervisor (pid %d) is gone (now a child of %d): stopping",
-                            self._parent_pid, os.getppid())
-                self._stop.set()
-                return
-
-    def _check(self, health: Dict[str, Any]) -> bool:
-        """True when this process has just become due for replacement."""
-        if self._recycle is not None or self._stop.is_set():
-            return False
-        self._recycle = self._limits.reason(health, resident_memory())
-        if self._recycle is not None:
-            log.info("due for replacement: %s", self._recycle)
-        return self._recycle is not None
-
-    def close(self) -> None:
-        """After the drain: the final report (its counts are complete), then no more."""
-        try:
-            self._send(self._service.health(), final=True)
-        except (EOFError, OSError) as exc:  # the parent is gone: nobody to count them
-            log.debug("final report not sent: %s", exc)
-        self._closed.set()
-
-    def _send(self, health: Dict[str, Any], *, final: bool) -> None:
-        message = {"health": health, "metrics": self._service.metrics_snapshot(),
-                   "serving": self._service.started.is_set(), "recycle": self._recycle, "final": final}
-        with self._send_lock:
-            if not self._closed.is_set():
-                self._conn.send(message)
-
-
-def child_main(settings: RunSettings, conn: Connection, index: int, parent_pid: int) -> None:
-    """Entry point of a spawned worker process; exits with the drain's exit code."""
-    stop = threading.Event()
-    with StopOnSignals(stop, force_on_second=False):
-        configure_logging(settings.log_level, settings.log_format)
-        code = EXIT_NOT_DRAINED
-        try:
-            service = WorkerService(settings)
-        except CommandError as exc:
-            log.error("worker process %d: %s", index, exc)
-            raise SystemExit(exc.exit_code) from None
-        limits = RecycleLimits(settings.max_tasks_per_child, settings.max_memory_per_child)
-        link = _ParentLink(conn, service, stop, parent_pid, limits)
-        watcher = threading.Thread(target=link.watch, name="cw-supervisor-pipe", daemon=True)
-        try:
-            watcher.start()
-            code = service.serve(stop)
-        except CommandError as exc:
-            log.error("worker process %d: %s", index, exc)
-            code = exc.exit_code
-        finally:
-            stop.set()
-            link.close()
-            service.close()
-    raise SystemExit(code)
 
 
 # -- the parent ----------------------------------------------------------------------------------
@@ -192,18 +88,17 @@ class _Child:
     def metrics(self) -> Any:
         return None if self.report is None else self.report.get("metrics")
 
-    def read(self) -> bool:
-        """Take the messages waiting in the pipe (the last is the report); False when none came."""
-        conn, got = self.conn, False
+    def read(self) -> None:
+        """Take the reports waiting in the pipe (the last one counts)."""
+        conn = self.conn
         if conn is None:
-            return got
+            return
         try:
             while conn.poll():
-                self.report, self.report_time, got = conn.recv(), time.monotonic(), True
+                self.report, self.report_time = conn.recv(), time.monotonic()
         except (EOFError, OSError):
             conn.close()
             self.conn = None  # the child is exiting; its sentinel tells us when it is gone
-        return got
 
     def tell_stop(self, deadline: float) -> None:
         self.stop_deadline = deadline
