@@ -13,7 +13,8 @@
   (start-up left out). The dip: completions per 1-second window over that span, the lowest whole
   window beside the median one. Recycles: the supervisor's "stops polling and drains" log lines.
 * Rounds alternate fixed, recycled, fixed, ...; median (min-max) and the ratio recycled/fixed of
-  the medians (and per round).
+  the medians (and per round); the cost of one recycle = the recycled run's extra time over the
+  fixed one's (medians), divided by its recycles.
 """
 from __future__ import annotations
 
@@ -123,6 +124,12 @@ def main() -> int:
     recycled = [r["tasks_per_s"] for r in figures["recycled"]]
     print(f"\nrecycled/fixed (medians): {statistics.median(recycled) / statistics.median(fixed):.2f}; per round: "
           + ", ".join(f"{b / a:.2f}" for a, b in zip(fixed, recycled)))
+    # what one recycle costs: the extra time of the recycled run, spread over its recycles
+    recycles = statistics.median(r["recycles"] for r in figures["recycled"])
+    if recycles:
+        lost = (args.tasks / statistics.median(recycled) - args.tasks / statistics.median(fixed)) / recycles
+        print(f"one recycle costs the fleet about {lost:.2f} s of its throughput (medians; a spawned replacement "
+              f"imports and starts while the others work)")
     return 0
 
 

@@ -171,7 +171,8 @@ class WorkerService:
             except ConductorError as exc:
                 if isinstance(exc, APIError) and not exc.retryable:  # the server answered, and refuses
                     self.manager.stop_polling(0)
-                    raise CommandError(EXIT_SERVER_REJECTED, f"could not start polling: {_describe(exc)}") from None
+                    message = f"could not start polling: {_describe(exc)}"
+                    raise CommandError(EXIT_SERVER_REJECTED, message) from None
                 delay = backoff.next()  # unreachable, 5xx/429, or an answer that is not the server's
                 log.warning("could not start polling (%s); will retry in %.1fs", _describe(exc), delay)
                 stop.wait(delay)

@@ -74,7 +74,8 @@ class RunSettings:
     @property
     def supervised(self) -> bool:
         """Worker processes under a supervisor: several of them, or one that is recycled."""
-        return self.processes > 1 or self.max_tasks_per_child is not None or self.max_memory_per_child is not None
+        recycled = self.max_tasks_per_child is not None or self.max_memory_per_child is not None
+        return self.processes > 1 or recycled
 
 
 def _int_arg(minimum: int, maximum: Optional[int] = None) -> Callable[[str], int]:

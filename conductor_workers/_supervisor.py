@@ -198,7 +198,8 @@ class Supervisor:
         for child in slot.children():
             if child.alive:
                 if child.stop_deadline is not None and now > child.stop_deadline:
-                    log.error("worker process %d (pid %d) did not drain in time; killing it", slot.index, child.pid)
+                    log.error("worker process %d (pid %d) did not drain in time; killing it",
+                              slot.index, child.pid)
                     child.process.kill()
                     child.stop_deadline = float("inf")  # killed once
                 continue
@@ -229,8 +230,8 @@ class Supervisor:
                 then = f"starting another replacement in {delay:.1f}s"
             else:
                 then = f"its replacement (pid {slot.current.pid}) takes over"
-            log.error("worker process %d (pid %d) exited with %s after %.1fs; %s%s", slot.index, child.pid, code,
-                      lived, then, " (crash loop)" if slot.crash_looping(now) else "")
+            log.error("worker process %d (pid %d) exited with %s after %.1fs; %s%s", slot.index, child.pid,
+                      code, lived, then, " (crash loop)" if slot.crash_looping(now) else "")
 
     def _wait(self, timeout: float) -> None:
         handles: List[Any] = []
@@ -293,11 +294,14 @@ class Supervisor:
         for slot, child in live:
             process = child.process
             if process.exitcode is None:
-                log.error("worker process %d (pid %d) did not stop in time; killing it", slot.index, child.pid)
+                log.error("worker process %d (pid %d) did not stop in time; killing it",
+                          slot.index, child.pid)
                 process.kill()
                 process.join(5.0)
                 result = EXIT_NOT_DRAINED
-            elif process.exitcode != EXIT_OK and not (child.pid in unreported and process.exitcode == -signal.SIGTERM):
+            elif process.exitcode != EXIT_OK and not (
+                child.pid in unreported and process.exitcode == -signal.SIGTERM
+            ):
                 log.error("worker process %d exited with %s", slot.index, process.exitcode)
                 result = EXIT_NOT_DRAINED
             child.close()
@@ -305,7 +309,8 @@ class Supervisor:
             for slot in self._slots:
                 slot.current, slot.successor, slot.retiring = None, None, []
         for slot in looping:
-            log.error("worker process %d was in a crash loop (%d crashes in a row)", slot.index, slot.failures)
+            log.error("worker process %d was in a crash loop (%d crashes in a row)",
+                      slot.index, slot.failures)
         if looping:
             log.error("stopped with worker processes in a crash loop; exiting with %d", EXIT_NOT_DRAINED)
             return EXIT_NOT_DRAINED

@@ -9,18 +9,29 @@ child's side of the pipe between them.
   report, so that the parent has every count of a child that exits normally.
 * The pipe's other end is the parent's alone: EOF means the parent is gone (even by SIGKILL), and
   the child drains and exits by itself; ``os.getppid()`` changing is a backstop.
+* A child that could not drain within the shutdown timeout (a task that never returns) leaves with
+  ``os._exit``: its stuck thread would otherwise hold the interpreter's exit until the parent kills it.
 """
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from multiprocessing.connection import Connection
 from typing import Any, Dict, Optional
 
 from ._recycling import RecycleLimits, resident_memory
-from ._run import EXIT_NOT_DRAINED, CommandError, RunSettings, StopOnSignals, WorkerService, configure_logging
+from ._run import (
+    EXIT_NOT_DRAINED,
+    EXIT_OK,
+    CommandError,
+    RunSettings,
+    StopOnSignals,
+    WorkerService,
+    configure_logging,
+)
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +138,12 @@ def child_main(settings: RunSettings, conn: Connection, index: int, parent_pid: 
             stop.set()
             link.close()
             service.close()
+    if code != EXIT_OK:
+        # Not drained: a task's thread may still run, and the interpreter's exit would wait for it
+        # (the pool joins its threads). Its slot is lost either way; leave now, logs flushed.
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(code)
     raise SystemExit(code)
 
 

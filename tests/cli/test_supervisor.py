@@ -224,3 +224,23 @@ def test_recycling_flags_are_validated(workdir, executions) -> None:
                       ([], {"CONDUCTOR_WORKERS_MAX_MEMORY_PER_CHILD": "nan"})):
         code, stderr = run_cli(workdir, "counting", "--server-url", "http://127.0.0.1:9/api", *args, env=_env(**env))
         assert (code, len(stderr.strip().splitlines())) == (2, 1), (args, env, stderr)
+
+
+def test_a_child_that_cannot_drain_exits_at_its_shutdown_timeout(server, workdir, task, procs) -> None:
+    """A task that never returns: the child gives up at --shutdown-timeout and exits by itself (its
+    stuck thread cannot hold the interpreter's exit), instead of being killed by the parent later."""
+    (workdir / "stuck.py").write_text(
+        "import threading\nfrom conductor_workers import worker_task\n\n"
+        f"@worker_task({task!r}, poll_interval=20)\n"
+        "def stuck(n: int, sleep: float = 0.0) -> None:\n    threading.Event().wait()\n")
+    health_port = free_port()
+    proc = start_cli(procs, workdir, "stuck", "--server-url", server.url, "--processes", "2",
+                     "--shutdown-timeout", "1", "--health-port", str(health_port))
+    wait_for_children(proc, health_port)
+    workflows(server, task, 2)
+    wait_until(lambda: sum(entry["workers"][task]["in_flight"] for entry in health(health_port)[1]["processes"]
+                           if entry.get("workers")) == 2, timeout=20, message="both tasks in flight")
+    stderr = stop(proc)
+    assert proc.returncode == 1, stderr  # not drained
+    assert "not drained" in stderr
+    assert "killing it" not in stderr, stderr
