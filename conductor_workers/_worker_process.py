@@ -56,7 +56,16 @@ class _ParentLink:
         self._recycle: Optional[str] = None  # why this process is due for replacement, once it is
 
     def watch(self) -> None:
-        """Thread body: report until the final report, and stop the service when told or orphaned.
+        """Thread body (see :meth:`_watch`): a failure of its own stops the service, so that a child
+        never goes on without the link that would tell it its parent is gone."""
+        try:
+            self._watch()
+        except Exception:  # noqa: BLE001 - logged; the child drains and exits
+            log.exception("the link to the supervisor failed: stopping")
+            self._stop.set()
+
+    def _watch(self) -> None:
+        """Report until the final report, and stop the service when told or orphaned.
 
         With a task or memory limit the limits are checked every ``LIMIT_CHECK_INTERVAL``, and a
         report goes out at once when the process becomes due; otherwise every report checks them.
