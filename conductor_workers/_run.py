@@ -10,8 +10,10 @@
   which beats what the workers' code sets.
 * **Exit codes.** 0 after a clean drain; 1 when the drain timed out or every poll thread died;
   2 for a bad option; 3 for a module that cannot be imported or no workers; 4 when the server
-  rejects the credentials (or the task definitions) at start. An error is one line on stderr.
-* ``--processes N`` runs N spawned worker processes under a supervisor (:mod:`._supervisor`).
+  rejects the credentials (or the task definitions) at start. An error is one line on stderr. A
+  server that cannot be reached at start is waited for (:meth:`WorkerService.start`), never an exit.
+* ``--processes N`` runs N spawned worker processes under a supervisor (:mod:`._supervisor`), and so
+  does ``--max-tasks-per-child``/``--max-memory-per-child`` without it (one recycled process).
 
 This module holds the service of one process (:class:`WorkerService`), the signal handling, the
 /health and /metrics endpoints, logging setup and the command's entry (:func:`run_command`); the
