@@ -10,8 +10,10 @@
   which beats what the workers' code sets.
 * **Exit codes.** 0 after a clean drain; 1 when the drain timed out or every poll thread died;
   2 for a bad option; 3 for a module that cannot be imported or no workers; 4 when the server
-  rejects the credentials (or the task definitions) at start. An error is one line on stderr.
-* ``--processes N`` runs N spawned worker processes under a supervisor (:mod:`._supervisor`).
+  rejects the credentials (or the task definitions) at start. An error is one line on stderr. A
+  server that cannot be reached at start is waited for (:meth:`WorkerService.start`), never an exit.
+* ``--processes N`` runs N spawned worker processes under a supervisor (:mod:`._supervisor`), and so
+  does ``--max-tasks-per-child``/``--max-memory-per-child`` without it (one recycled process).
 
 This module holds the service of one process (:class:`WorkerService`), the signal handling, the
 /health and /metrics endpoints, logging setup and the command's entry (:func:`run_command`); the
@@ -45,7 +47,8 @@ from ._run_args import (
     register,
     settings_from_args,
 )
-from .errors import AuthenticationError, ConductorError, InvalidOptionError
+from ._backoff import Backoff
+from .errors import APIError, AuthenticationError, ConductorError, InvalidOptionError
 from .worker import Worker
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,6 +58,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .metrics import MetricsMiddleware, Snapshot
 
 log = logging.getLogger(__name__)
+
+START_RETRY_MIN = 1.0  # seconds before the first retry of a start the server could not take
+START_RETRY_MAX = 30.0
 
 
 # -- logging -------------------------------------------------------------------------------------
@@ -102,6 +108,7 @@ class WorkerService:
         from .manager import TaskManager
 
         self.settings = settings
+        self.started = threading.Event()  # set once polling has started
         self.workers = load_workers(settings) if workers is None else workers
         self.events: Optional["MetricsMiddleware"] = None
         if settings.metrics_port is not None:
@@ -149,15 +156,33 @@ class WorkerService:
         except ConductorError as exc:
             log.warning("could not check %s at start (%s); the workers keep trying", url, _describe(exc))
 
-    def start(self) -> None:
-        try:
-            self.manager.start_polling()
-        except AuthenticationError as exc:
-            raise CommandError(EXIT_SERVER_REJECTED, f"the server rejected the credentials: {_one_line(exc)}") from None
-        except ConductorError as exc:
-            self.manager.stop_polling(0)
-            raise CommandError(EXIT_SERVER_REJECTED, f"could not start polling: {_describe(exc)}") from None
-        log.info("polling %s on %s", ", ".join(self.task_types), self.client.config.server_url)
+    def start(self, stop: threading.Event) -> bool:
+        """Start polling; True once polling, False when ``stop`` was set first.
+
+        A server that cannot be reached (no connection, 5xx, 429, a garbled answer) is waited for:
+        the start is retried with a capped backoff, one warning per attempt, for as long as it takes.
+        A server that refuses (credentials, or a task definition it will not take) ends the command.
+        """
+        backoff = Backoff(base=START_RETRY_MIN, cap=START_RETRY_MAX)
+        while not stop.is_set():
+            try:
+                self.manager.start_polling()
+            except AuthenticationError as exc:
+                raise CommandError(EXIT_SERVER_REJECTED,
+                                   f"the server rejected the credentials: {_one_line(exc)}") from None
+            except ConductorError as exc:
+                if isinstance(exc, APIError) and not exc.retryable:  # the server answered, and refuses
+                    self.manager.stop_polling(0)
+                    message = f"could not start polling: {_describe(exc)}"
+                    raise CommandError(EXIT_SERVER_REJECTED, message) from None
+                delay = backoff.next()  # unreachable, 5xx/429, or an answer that is not the server's
+                log.warning("could not start polling (%s); will retry in %.1fs", _describe(exc), delay)
+                stop.wait(delay)
+            else:
+                log.info("polling %s on %s", ", ".join(self.task_types), self.client.config.server_url)
+                self.started.set()
+                return True
+        return False
 
     def serve(self, stop: threading.Event) -> int:
         """Poll until ``stop`` is set (or every poll thread ended), then drain; the exit code."""
@@ -167,9 +192,9 @@ class WorkerService:
 
             options_file = OptionsFile(self.settings.options_file, self.manager)
             options_file.check()  # before the first poll
-        self.start()
         died = False
-        while not stop.wait(0.5):
+        polling = self.start(stop)  # waits for the server
+        while polling and not stop.wait(0.5):
             if options_file is not None:
                 options_file.check()
             if not self.manager.is_polling:
@@ -293,7 +318,7 @@ def run_command(args: argparse.Namespace) -> int:
         settings = settings_from_args(args)
         configure_logging(settings.log_level, settings.log_format)
         _check_metrics_extra(settings)
-        if settings.processes > 1:
+        if settings.supervised:  # several processes, or one that is recycled
             from ._supervisor import supervise
 
             return supervise(settings)

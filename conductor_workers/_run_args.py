@@ -72,6 +72,14 @@ class RunSettings:
     tracing: bool = False
     options_file: Optional[str] = None
     sys_path: Tuple[str, ...] = ()
+    max_tasks_per_child: Optional[int] = None
+    max_memory_per_child: Optional[int] = None  # MB (2**20 bytes) of resident memory
+
+    @property
+    def supervised(self) -> bool:
+        """Worker processes under a supervisor: several of them, or one that is recycled."""
+        recycled = self.max_tasks_per_child is not None or self.max_memory_per_child is not None
+        return self.processes > 1 or recycled
 
 
 def _flag_type(parse: Callable[[str], T]) -> Callable[[str], T]:
@@ -90,6 +98,10 @@ def _flag_type(parse: Callable[[str], T]) -> Callable[[str], T]:
 def _option_flag(name: str) -> Callable[[str], Any]:
     """A flag that sets the polling option ``name``: exactly what :class:`PollingOptions` accepts."""
     return _flag_type(lambda text: parse_option(name, text))
+
+
+MAX_TASKS_PER_CHILD = 10**9
+MAX_MEMORY_PER_CHILD_MB = 2**20  # a terabyte
 
 
 def _int_flag(minimum: int, maximum: int) -> Callable[[str], int]:
@@ -116,6 +128,16 @@ def _seconds_flag(positive: bool) -> Callable[[str], float]:
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _env_arg(flag: str, value: Any, variable: str, parse: Callable[[str], Any]) -> Any:
+    """``value`` (the flag's) or else the environment variable's, parsed as the flag is."""
+    if value is not None or not os.environ.get(variable, "").strip():
+        return value
+    try:
+        return parse(os.environ[variable].strip())
+    except argparse.ArgumentTypeError as exc:
+        raise CommandError(EXIT_BAD_OPTION, f"{variable} ({flag}): {exc}") from None
 
 
 def _names(values: Iterable[str]) -> Tuple[str, ...]:
@@ -174,6 +196,12 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
                      help="JSON polling options applied whenever the file changes, e.g. "
                           '{"all": {"concurrency": 4}, "resize": {"paused": true}} (every process of a fleet '
                           "reads it); env CONDUCTOR_WORKERS_OPTIONS_FILE")
+    run.add_argument("--max-tasks-per-child", type=_int_flag(1, MAX_TASKS_PER_CHILD), default=None, metavar="N",
+                     help="replace a worker process after it has executed N tasks (it drains first; its "
+                          "replacement polls before it stops); env CONDUCTOR_WORKERS_MAX_TASKS_PER_CHILD")
+    run.add_argument("--max-memory-per-child", type=_int_flag(1, MAX_MEMORY_PER_CHILD_MB), default=None, metavar="MB",
+                     help="replace a worker process whose resident memory passed MB megabytes (as "
+                          "--max-tasks-per-child); env CONDUCTOR_WORKERS_MAX_MEMORY_PER_CHILD")
     run.add_argument("--tracing", action="store_true", default=None,
                      help="an OpenTelemetry span per execution (needs the 'otel' extra and an SDK, e.g. "
                           "opentelemetry-instrument); env CONDUCTOR_WORKERS_TRACING=true")
@@ -213,4 +241,8 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         tracing=bool(args.tracing) if args.tracing is not None else _env_flag("CONDUCTOR_WORKERS_TRACING"),
         options_file=args.options_file or os.environ.get("CONDUCTOR_WORKERS_OPTIONS_FILE") or None,
         sys_path=sys_path,
+        max_tasks_per_child=_env_arg("--max-tasks-per-child", args.max_tasks_per_child,
+                                     "CONDUCTOR_WORKERS_MAX_TASKS_PER_CHILD", _int_flag(1, MAX_TASKS_PER_CHILD)),
+        max_memory_per_child=_env_arg("--max-memory-per-child", args.max_memory_per_child,
+                                      "CONDUCTOR_WORKERS_MAX_MEMORY_PER_CHILD", _int_flag(1, MAX_MEMORY_PER_CHILD_MB)),
     )
