@@ -213,7 +213,8 @@ class WorkerService:
     def health(self) -> "HealthReport":
         from .health import health_report
 
-        return health_report(self.manager, max_silence=self.settings.health_max_silence)
+        return health_report(self.manager, max_silence=self.settings.health_max_silence,
+                             max_stuck=self.settings.health_max_stuck)
 
     def metrics_snapshot(self) -> Optional["Snapshot"]:
         return None if self.events is None else self.events.snapshot()

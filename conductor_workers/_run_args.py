@@ -67,6 +67,7 @@ class RunSettings:
     health_port: Optional[int] = None
     health_host: str = "127.0.0.1"
     health_max_silence: float = 30.0
+    health_max_stuck: float = 30.0
     metrics_port: Optional[int] = None
     metrics_host: str = "127.0.0.1"
     tracing: bool = False
@@ -188,6 +189,9 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
                      help="interface for /health; default 127.0.0.1")
     run.add_argument("--health-max-silence", type=_seconds_flag(True), default=30.0, metavar="SECONDS",
                      help="unhealthy when a polling worker has not reached the server for this long; default 30")
+    run.add_argument("--health-max-stuck", type=_seconds_flag(True), default=30.0, metavar="SECONDS",
+                     help="unhealthy (wedged) when every slot of a worker has been held this long by tasks over "
+                          "their time limit or response timeout; a supervised process is then replaced; default 30")
     run.add_argument("--metrics-port", type=_int_flag(0, _validate.MAX_PORT), default=None, metavar="PORT",
                      help="serve Prometheus metrics at /metrics on this port (needs the 'metrics' extra)")
     run.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
@@ -236,6 +240,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         health_port=args.health_port,
         health_host=args.health_host,
         health_max_silence=float(args.health_max_silence),
+        health_max_stuck=float(args.health_max_stuck),
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         tracing=bool(args.tracing) if args.tracing is not None else _env_flag("CONDUCTOR_WORKERS_TRACING"),

@@ -18,7 +18,7 @@ from support.waiting import wait_until
 from conductor_workers import WorkflowStatus
 from conductor_workers.testing import LocalConductor
 
-from test_run import _env, free_port, health, run_cli, start_cli, wait_for_children, workflows
+from test_run import _env, alive, free_port, health, run_cli, start_cli, wait_for_children, workflows
 from test_run import procs, server, task, workdir  # noqa: F401 - fixtures
 
 # A worker that writes "task_id pid" to a file for each execution it finishes: the executions per task
@@ -244,3 +244,39 @@ def test_a_child_that_cannot_drain_exits_at_its_shutdown_timeout(server, workdir
     assert proc.returncode == 1, stderr  # not drained
     assert "not drained" in stderr
     assert "killing it" not in stderr, stderr
+
+
+def test_a_worker_wedged_by_a_task_that_never_returns_is_recycled(server, workdir, task, procs) -> None:
+    """Task 0 never returns and never reaches a safe point: it is reported FAILED at its 0.3 s time
+    limit, its slot stays held, and once every slot of the worker has been held past
+    --health-max-stuck the process is replaced; the fleet goes on completing workflows."""
+    stuck_log = workdir / "stuck.pid"
+    (workdir / "wedging.py").write_text(
+        "import os, threading\nfrom conductor_workers import TaskDef, worker_task\n\n"
+        f"@worker_task({task!r}, time_limit=0.3, poll_interval=20, register_task_def=True,\n"
+        f"             task_def=TaskDef(name={task!r}, retry_count=0))\n"
+        "def wedge(n: int, sleep: float = 0.0) -> dict:\n"
+        "    if n == 0:\n"
+        f"        open({str(stuck_log)!r}, 'w').write(str(os.getpid()))\n"
+        "        threading.Event().wait()  # blocked in C, no safe point: only a new process frees the slot\n"
+        "    return {'n': n, 'pid': os.getpid()}\n")
+    health_port = free_port()
+    proc = start_cli(procs, workdir, "wedging", "--server-url", server.url, "--processes", "2",
+                     "--health-max-stuck", "1", "--shutdown-timeout", "1", "--health-port", str(health_port))
+    wait_for_children(proc, health_port)
+    executor, (first,) = workflows(server, task, 1)
+    failed = executor.wait_for_workflow(first, timeout=30)
+    assert failed.status is WorkflowStatus.FAILED
+    assert "time limit exceeded" in (failed.tasks[0].reason_for_incompletion or "")
+    stuck_pid = int(wait_until(lambda: stuck_log.exists() and stuck_log.read_text(), timeout=10))
+    wait_until(lambda: sum(entry["recycles"] for entry in health(health_port)[1]["processes"]) >= 1,
+               timeout=30, message="the wedged process replaced")
+    wait_until(lambda: not alive(stuck_pid), timeout=30, message="the wedged process gone")
+    ids = [executor.start_workflow(f"{task}_wf", {"n": n}) for n in range(1, 11)]
+    results = [executor.wait_for_workflow(wf, timeout=60) for wf in ids]
+    assert [wf.status for wf in results] == [WorkflowStatus.COMPLETED] * len(ids)
+    assert stuck_pid not in {wf.output["pid"] for wf in results}
+    wait_until(lambda: health(health_port)[0] == 200, timeout=30, message="healthy again")
+    stderr = stop(proc)
+    assert proc.returncode == 0, stderr
+    assert "wedged" in stderr and "Traceback" not in stderr, stderr
