@@ -26,6 +26,7 @@ import threading
 from typing import Dict, Iterable, Iterator, Optional, Set
 
 from .decider import Decider
+from .http_task import HTTP_POOL_THREADS, HttpCaller, HttpCallPool
 from .metadata import Metadata
 from .mock_runs import MockRuns
 from .model import JSON, TASK_TERMINAL, WORKFLOW_TERMINAL, now_ms, queue_name
@@ -60,6 +61,9 @@ class Engine(Metadata, Workflows, Tasks, Decider, Timeouts, Retries, Sweeper, Pa
         self._store = _Store(db_path)
         self._sweep_interval = sweep_interval
         self._limits = payload_limits or PayloadLimits()
+        # HTTP tasks: called on a bounded pool, reading no more than a task output may hold
+        self._http_caller = HttpCaller(self.http_allowed_hosts, self._limits.task_max)
+        self._http_pool = HttpCallPool(HTTP_POOL_THREADS, self._call_http)
         self._queue_waiters: Dict[str, threading.Condition] = {}
         self._sweeper_wakeup = threading.Condition(self._lock)
         self._sweeper_next = 0.0  # epoch ms the sweeper sleeps until
@@ -81,7 +85,8 @@ class Engine(Metadata, Workflows, Tasks, Decider, Timeouts, Retries, Sweeper, Pa
             self._sweeper_wakeup.notify_all()
 
     def close(self) -> None:
-        """Stop the sweeper, wake every waiter and close the database."""
+        """Stop the sweeper and the HTTP task pool, wake every waiter and close the database."""
+        self._http_pool.close()
         self.wake_all()
         if self._sweeper is not None:
             self._sweeper.join()
