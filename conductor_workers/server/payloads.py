@@ -8,7 +8,7 @@ import hashlib
 import json
 from typing import Any, Callable, Sequence, Tuple
 
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, Conflict, NotFound
 from .model import JSON
 from .store import _dumps, _Store
 
@@ -66,10 +66,16 @@ class PayloadStorage:
             entity[path_field] = key
 
     def store_payload(self, key: str, payload: Any) -> None:
-        """Keep an uploaded payload (``PUT /api/external/local/{key}``): a JSON object."""
+        """Keep an uploaded payload (``PUT /api/external/local/{key}``): a JSON object, at a new key.
+
+        A stored payload is never replaced (409): a task's input or output kept there must stay
+        what the server stored, whoever learns its key.
+        """
         if not isinstance(payload, dict):
             raise BadRequest("An external payload must be a JSON object")
         with self._tx() as store:
+            if store.get_payload(key) is not None:
+                raise Conflict("A payload is already stored at path: %s" % key)
             store.put_payload(key, _dumps(payload))
 
     def payload(self, key: str) -> JSON:
