@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Dict, Iterable, Iterator, Optional, Set
+from collections import deque
+from typing import Deque, Dict, Iterable, Iterator, Optional, Set, Tuple
 
 from .decider import Decider
 from .http_task import HTTP_POOL_THREADS, HttpCaller, HttpCallPool
@@ -35,6 +36,7 @@ from .retries import Retries
 from .scripts import Scripts
 from .signals import Signals
 from .store import _Store
+from .subworkflows import Trampoline
 from .sweeper import Sweeper
 from .system_tasks import SystemTasks
 from .tasks import Tasks
@@ -57,6 +59,9 @@ class Engine(Metadata, Workflows, Tasks, Decider, Timeouts, Retries, Sweeper, Pa
         self.http_allowed_hosts = tuple(host.lower() for host in http_allowed_hosts)
         self._scripts = Scripts()
         self._deciding: Set[str] = set()  # workflows being decided now (a child must not re-enter)
+        self._deferred_decides: Deque[str] = deque()  # children too deep to decide at once (the sweeper does)
+        self._parents_to_decide: Trampoline[str] = Trampoline(self._decide_parent)
+        self._children_to_end: Trampoline[Tuple[str, str]] = Trampoline(self._end_child)
         self._lock = threading.RLock()
         self._store = _Store(db_path)
         self._sweep_interval = sweep_interval
