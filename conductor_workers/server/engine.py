@@ -27,6 +27,7 @@ from collections import deque
 from typing import Deque, Dict, Iterable, Iterator, Optional, Set, Tuple
 
 from .decider import Decider
+from .definitions import SYSTEM_TASK_TYPES
 from .http_task import HTTP_POOL_THREADS, HttpCaller, HttpCallPool
 from .metadata import Metadata
 from .mock_runs import MockRuns
@@ -106,7 +107,14 @@ class Engine(Metadata, Workflows, Tasks, Decider, Timeouts, Retries, Sweeper, Pa
 
     # Persistence helpers --------------------------------------------------------------------
     def _save_task(self, task: JSON) -> None:
-        """Persist ``task`` the way ExecutionDAOFacade.updateTask does (updateTime / endTime)."""
+        """Persist ``task`` the way ExecutionDAOFacade.updateTask does (updateTime / endTime).
+
+        A system task's output above the payload maximum fails the task here, whichever task
+        produced it (INLINE, JSON_JQ_TRANSFORM, HTTP, ...); a worker's result is checked as it
+        arrives (:meth:`~.tasks.Tasks.update_task`).
+        """
+        if task["taskType"] in SYSTEM_TASK_TYPES:
+            self._fail_oversized_output(task)
         now = now_ms()
         terminal = task["status"] in TASK_TERMINAL
         if not terminal or not task.get("updateTime"):

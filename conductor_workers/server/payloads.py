@@ -47,6 +47,23 @@ class PayloadStorage:
     # what the engine provides
     _store: _Store
     _tx: Callable[[], Any]
+    _limits: PayloadLimits
+
+    def _fail_oversized_output(self, task: JSON) -> bool:
+        """Fail ``task`` if its output is above the maximum, as ExternalPayloadStorageUtils.failTask does.
+
+        True when it did: the task is then ``FAILED_WITH_TERMINAL_ERROR`` with an empty output.
+        """
+        output = task.get("outputData")
+        size = len(_dumps(output).encode("utf-8")) if output else 0
+        if size <= self._limits.task_max:
+            return False
+        task["status"] = "FAILED_WITH_TERMINAL_ERROR"
+        task["outputData"] = {}
+        task["reasonForIncompletion"] = (
+            "The payload size: %d of task: %s in workflow: %s  is greater than the permissible limit: %d bytes"
+            % (size, task["taskId"], task["workflowInstanceId"], self._limits.task_max))
+        return True
 
     def _externalize(self, entity: JSON, fields: Sequence[Tuple[str, str]], threshold: int) -> None:
         """Move payloads above ``threshold`` bytes to the payload store (the entity keeps its copy)."""
