@@ -21,8 +21,11 @@ SYSTEM_TASK_TYPES = frozenset({
     "SUB_WORKFLOW", "START_WORKFLOW", "WAIT", "HUMAN", "NOOP", "SET_VARIABLE", "TERMINATE",
     "INLINE", "JSON_JQ_TRANSFORM", "HTTP", "EXCLUSIVE_JOIN",
 })
+#: Types conductor-oss 3.32.1 accepts without a mapper of their own: its decider maps them as user
+#: tasks (UserDefinedTaskMapper), queued under the type for whoever polls or updates them.
+USER_DEFINED_TYPES = frozenset({"YIELD"})
 #: What a workflow definition may use in LocalConductor.
-SUPPORTED_TYPES = SYSTEM_TASK_TYPES - {"FORK", "EXCLUSIVE_JOIN"} | {"SIMPLE", "DYNAMIC"}
+SUPPORTED_TYPES = SYSTEM_TASK_TYPES - {"FORK", "EXCLUSIVE_JOIN"} | {"SIMPLE", "DYNAMIC"} | USER_DEFINED_TYPES
 #: Built-in control-flow tasks: never retried (conductor-oss's ``TaskType.isBuiltIn``).
 BUILT_IN_TYPES = frozenset({"SWITCH", "DECISION", "FORK", "JOIN", "EXCLUSIVE_JOIN", "DO_WHILE"})
 

@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Dict, Iterable, Iterator, Optional, Set
+from collections import deque
+from typing import Deque, Dict, Iterable, Iterator, Optional, Set, Tuple
 
 from .decider import Decider
+from .definitions import SYSTEM_TASK_TYPES
+from .http_task import HTTP_POOL_THREADS, HttpCaller, HttpCallPool
 from .metadata import Metadata
 from .mock_runs import MockRuns
 from .model import JSON, TASK_TERMINAL, WORKFLOW_TERMINAL, now_ms, queue_name
@@ -34,6 +37,7 @@ from .retries import Retries
 from .scripts import Scripts
 from .signals import Signals
 from .store import _Store
+from .subworkflows import Trampoline
 from .sweeper import Sweeper
 from .system_tasks import SystemTasks
 from .tasks import Tasks
@@ -56,10 +60,16 @@ class Engine(Metadata, Workflows, Tasks, Decider, Timeouts, Retries, Sweeper, Pa
         self.http_allowed_hosts = tuple(host.lower() for host in http_allowed_hosts)
         self._scripts = Scripts()
         self._deciding: Set[str] = set()  # workflows being decided now (a child must not re-enter)
+        self._deferred_decides: Deque[str] = deque()  # children too deep to decide at once (the sweeper does)
+        self._parents_to_decide: Trampoline[str] = Trampoline(self._decide_parent)
+        self._children_to_end: Trampoline[Tuple[str, str]] = Trampoline(self._end_child)
         self._lock = threading.RLock()
         self._store = _Store(db_path)
         self._sweep_interval = sweep_interval
         self._limits = payload_limits or PayloadLimits()
+        # HTTP tasks: called on a bounded pool, reading no more than a task output may hold
+        self._http_caller = HttpCaller(self.http_allowed_hosts, self._limits.task_max)
+        self._http_pool = HttpCallPool(HTTP_POOL_THREADS, self._call_http)
         self._queue_waiters: Dict[str, threading.Condition] = {}
         self._sweeper_wakeup = threading.Condition(self._lock)
         self._sweeper_next = 0.0  # epoch ms the sweeper sleeps until
@@ -81,7 +91,8 @@ class Engine(Metadata, Workflows, Tasks, Decider, Timeouts, Retries, Sweeper, Pa
             self._sweeper_wakeup.notify_all()
 
     def close(self) -> None:
-        """Stop the sweeper, wake every waiter and close the database."""
+        """Stop the sweeper and the HTTP task pool, wake every waiter and close the database."""
+        self._http_pool.close()
         self.wake_all()
         if self._sweeper is not None:
             self._sweeper.join()
@@ -96,7 +107,14 @@ class Engine(Metadata, Workflows, Tasks, Decider, Timeouts, Retries, Sweeper, Pa
 
     # Persistence helpers --------------------------------------------------------------------
     def _save_task(self, task: JSON) -> None:
-        """Persist ``task`` the way ExecutionDAOFacade.updateTask does (updateTime / endTime)."""
+        """Persist ``task`` the way ExecutionDAOFacade.updateTask does (updateTime / endTime).
+
+        A system task's output above the payload maximum fails the task here, whichever task
+        produced it (INLINE, JSON_JQ_TRANSFORM, HTTP, ...); a worker's result is checked as it
+        arrives (:meth:`~.tasks.Tasks.update_task`).
+        """
+        if task["taskType"] in SYSTEM_TASK_TYPES:
+            self._fail_oversized_output(task)
         now = now_ms()
         terminal = task["status"] in TASK_TERMINAL
         if not terminal or not task.get("updateTime"):

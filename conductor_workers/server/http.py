@@ -17,7 +17,7 @@ import ssl
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, Callable, Optional, Tuple
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from .auth import TokenAuth
 from .connections import (
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 #: Largest request body accepted; bigger bodies get 413 (and are drained, up to DRAIN_LIMIT). Above
 #: the 10 MB payload maximum, so that such a task result reaches the engine, which fails the task.
 MAX_BODY_BYTES = 16 * 1024 * 1024
+#: Where LocalConductor's payload storage lives: a token or a signed location opens it (see :mod:`.auth`).
+STORAGE_PATH = "/api/external/local/"
 #: Bodies up to this size are read and discarded so that the connection stays usable.
 DRAIN_LIMIT = 256 * 1024 * 1024
 
@@ -168,9 +170,12 @@ class RequestHandler(BaseHTTPRequestHandler):
         path = parts.path.rstrip("/") or "/"
         auth = self.server.auth
         issuing = auth is not None and path == "/api/token" and self.command == "POST"
-        if auth is not None and not issuing and path.startswith("/api/") and path != "/api/health" and (
-                not path.startswith("/api/external/local/")):
+        query = parse_qs(parts.query, keep_blank_values=True)
+        if auth is not None and not issuing and path.startswith("/api/") and path != "/api/health":
             denied = auth.check(self.headers.get("X-Authorization"))  # from the headers, before any body
+            if denied is not None and path.startswith(STORAGE_PATH) and auth.check_signed(
+                    unquote(path[len(STORAGE_PATH):]), "WRITE" if self.command == "PUT" else "READ", query):
+                denied = None  # a location the storage-location endpoint signed
             if denied is not None:
                 # its body is never read: a connection that carries one cannot carry on
                 denied.close = bool(self.headers.get("Transfer-Encoding")) or (
@@ -179,7 +184,6 @@ class RequestHandler(BaseHTTPRequestHandler):
         body, too_large = self._read_body()
         if too_large is not None:
             return too_large
-        query = parse_qs(parts.query, keep_blank_values=True)
         request = Request(self.command, path, query, body, self.headers)
         if issuing:
             assert auth is not None

@@ -86,7 +86,7 @@ class LocalConductor:
         if self._server is not None:
             raise RuntimeError("LocalConductor is already running")
         engine = Engine(self._db_path, self._sweep_interval, self._payload_limits, self._http_allowed_hosts)
-        api = Api(engine)
+        api = Api(engine, self._auth)
         try:
             address = (self._host, self._requested_port)
             server = ConductorHTTPServer(address, api, self._auth, self._tls)

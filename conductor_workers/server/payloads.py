@@ -8,7 +8,7 @@ import hashlib
 import json
 from typing import Any, Callable, Sequence, Tuple
 
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, Conflict, NotFound
 from .model import JSON
 from .store import _dumps, _Store
 
@@ -47,6 +47,23 @@ class PayloadStorage:
     # what the engine provides
     _store: _Store
     _tx: Callable[[], Any]
+    _limits: PayloadLimits
+
+    def _fail_oversized_output(self, task: JSON) -> bool:
+        """Fail ``task`` if its output is above the maximum, as ExternalPayloadStorageUtils.failTask does.
+
+        True when it did: the task is then ``FAILED_WITH_TERMINAL_ERROR`` with an empty output.
+        """
+        output = task.get("outputData")
+        size = len(_dumps(output).encode("utf-8")) if output else 0
+        if size <= self._limits.task_max:
+            return False
+        task["status"] = "FAILED_WITH_TERMINAL_ERROR"
+        task["outputData"] = {}
+        task["reasonForIncompletion"] = (
+            "The payload size: %d of task: %s in workflow: %s  is greater than the permissible limit: %d bytes"
+            % (size, task["taskId"], task["workflowInstanceId"], self._limits.task_max))
+        return True
 
     def _externalize(self, entity: JSON, fields: Sequence[Tuple[str, str]], threshold: int) -> None:
         """Move payloads above ``threshold`` bytes to the payload store (the entity keeps its copy)."""
@@ -66,10 +83,16 @@ class PayloadStorage:
             entity[path_field] = key
 
     def store_payload(self, key: str, payload: Any) -> None:
-        """Keep an uploaded payload (``PUT /api/external/local/{key}``): a JSON object."""
+        """Keep an uploaded payload (``PUT /api/external/local/{key}``): a JSON object, at a new key.
+
+        A stored payload is never replaced (409): a task's input or output kept there must stay
+        what the server stored, whoever learns its key.
+        """
         if not isinstance(payload, dict):
             raise BadRequest("An external payload must be a JSON object")
         with self._tx() as store:
+            if store.get_payload(key) is not None:
+                raise Conflict("A payload is already stored at path: %s" % key)
             store.put_payload(key, _dumps(payload))
 
     def payload(self, key: str) -> JSON:

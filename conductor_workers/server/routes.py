@@ -8,6 +8,7 @@ import uuid
 from typing import Any, Dict, Optional
 from urllib.parse import quote
 
+from .auth import TokenAuth
 from .engine import Engine
 from .errors import BadRequest, EngineError, NotFound
 from .model import RESULT_STATUSES
@@ -26,8 +27,9 @@ SINGLE_POLL_TIMEOUT_MS = 100
 class Api:
     """The Conductor REST API on top of an :class:`Engine`."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, signer: Optional[TokenAuth] = None) -> None:
         self.engine = engine
+        self.signer = signer  # under auth: signs the payload-storage locations it hands out
         self.router = Router()
         self.root_url = ""  # scheme://host:port, set by LocalConductor once bound (payload URIs)
         self._add_routes()
@@ -49,7 +51,7 @@ class Api:
         add("GET", "/api/metadata/workflow", lambda r: json_response(200, self.engine.workflow_defs()))
         add("GET", "/api/metadata/workflow/{name}", self.get_workflow_def)
         add("DELETE", "/api/metadata/workflow/{name}/{version}", self.delete_workflow_def)
-        # External payload storage (its own, answered like S3 pre-signed URLs: no auth needed)
+        # External payload storage (its own; under auth its locations are signed, like S3 pre-signed URLs)
         for api in ("tasks", "workflow"):
             for name in ("externalstoragelocation", "external-storage-location"):
                 add("GET", "/api/%s/%s" % (api, name), self.storage_location)
@@ -102,8 +104,10 @@ class Api:
         if operation.upper() not in ("READ", "WRITE") or payload_type.upper() not in PAYLOAD_TYPES:
             return error_response(400, "Invalid input - Operation: %s, PayloadType: %s" % (operation, payload_type))
         key = path or "%s.json" % uuid.uuid4()
-        return json_response(200, {"uri": "%s/api/external/local/%s" % (self.root_url, quote(key, safe="")),
-                                   "path": key})
+        uri = "%s/api/external/local/%s" % (self.root_url, quote(key, safe=""))
+        if self.signer is not None:
+            uri += "?" + self.signer.sign(key, operation)
+        return json_response(200, {"uri": uri, "path": key})
 
     def store_payload(self, request: Request) -> Response:
         self.engine.store_payload(request.params["key"], request.json())

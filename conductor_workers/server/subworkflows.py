@@ -1,20 +1,61 @@
 """Sub-workflows: ``SUB_WORKFLOW`` (starts its child, with an id derived from the parent task so
 that a retry is idempotent, waits for it and takes its output) and ``START_WORKFLOW`` (fire and
 forget); a parent is decided when its child ends, and children are terminated with their parent
-(a mixin of :class:`~.system_tasks.SystemTasks`)."""
+(a mixin of :class:`~.system_tasks.SystemTasks`).
+
+However deep sub-workflows nest (a workflow may start itself: conductor-oss accepts that, the
+recursion happening as the children run), no call nests deeper than a few levels:
+
+* a child is decided as it starts while fewer than :data:`MAX_NESTED_DECIDES` workflows are being
+  decided; deeper, its first decide is left to the sweeper's next round (as conductor-oss leaves a
+  child to its system-task workers), so an endless recursion grows by at most that many levels
+  per ``sweep_interval`` and every call that starts it answers;
+* parents told of their child's end, and children terminated with their parent, are worked through
+  one after another (:class:`Trampoline`), not one inside the other.
+"""
 
 from __future__ import annotations
 
 import copy
 import hashlib
 import uuid
-from typing import Any, Callable, List, Optional, Set
+from collections import deque
+from typing import Any, Callable, Deque, Generic, List, Optional, Set, Tuple, TypeVar
 
 from .errors import EngineError, NotFound
 from .model import JSON, WORKFLOW_TERMINAL, _java_str
 from .payloads import WORKFLOW_PAYLOADS, PayloadLimits
 from .store import _Store
 from .validation import normalise_workflow_def
+
+
+#: Workflows decided one inside the other (a child as it starts) before a child is left to the sweeper.
+MAX_NESTED_DECIDES = 16
+
+T = TypeVar("T")
+
+
+class Trampoline(Generic[T]):
+    """Runs ``run(item)`` for each item added, one after another, never one inside another: an item
+    added while one runs (by that run) waits its turn, so a chain of any length costs no stack.
+    Not thread-safe by itself: the engine lock is held around every use."""
+
+    def __init__(self, run: Callable[[T], None]) -> None:
+        self._run = run
+        self._items: Deque[T] = deque()
+        self._running = False
+
+    def add(self, item: T) -> None:
+        self._items.append(item)
+        if self._running:
+            return
+        self._running = True
+        try:
+            while self._items:
+                self._run(self._items.popleft())
+        finally:
+            self._running = False
+            self._items.clear()
 
 
 def subworkflow_id(parent_id: str, task_id: str, retry_count: int) -> str:
@@ -28,6 +69,9 @@ class SubWorkflows:
 
     # what the system tasks and the engine provide
     _deciding: Set[str]
+    _deferred_decides: Deque[str]
+    _parents_to_decide: Trampoline[str]
+    _children_to_end: Trampoline[Tuple[str, str]]
     _store: _Store
     _limits: PayloadLimits
     _task: Callable[..., JSON]
@@ -125,29 +169,38 @@ class SubWorkflows:
         self._externalize(child, WORKFLOW_PAYLOADS, self._limits.workflow_threshold)
         self._store.put_workflow(child, None)
         self._save_workflow(child)
-        self._decide(child, [])
+        if len(self._deciding) < MAX_NESTED_DECIDES:
+            self._decide(child, [])
+        else:
+            self._deferred_decides.append(child["workflowId"])  # the sweeper's next round decides it
         return str(child["workflowId"])
 
     def _notify_parent(self, workflow: JSON) -> None:
         """A sub-workflow ended: let its parent's SUB_WORKFLOW task see it now."""
         parent_id = workflow.get("parentWorkflowId")
-        if not parent_id or parent_id in self._deciding:
-            return
+        if parent_id and parent_id not in self._deciding:
+            self._parents_to_decide.add(parent_id)
+
+    def _decide_parent(self, parent_id: str) -> None:
+        if parent_id in self._deciding:
+            return  # being decided further up: that decide sees its child's end
         parent = self._store.get_workflow(parent_id)
         if parent is not None and parent["status"] not in WORKFLOW_TERMINAL:
             self._decide(parent, self._store.workflow_tasks(parent_id))
 
     def _cancel_children(self, tasks: List[JSON], status: str, reason: Optional[str]) -> None:
         """The workflow ended: terminate the sub-workflows it still runs."""
+        why = ("Parent workflow has been terminated with reason: %s" % reason if reason
+               else "Parent workflow has been terminated with status %s" % status)
         for task in tasks:
-            if task["taskType"] != "SUB_WORKFLOW" or not task.get("subWorkflowId"):
-                continue
-            child = self._store.get_workflow(task["subWorkflowId"])
-            if child is None or child["status"] in WORKFLOW_TERMINAL:
-                continue
-            why = ("Parent workflow has been terminated with reason: %s" % reason if reason
-                   else "Parent workflow has been terminated with status %s" % status)
-            self._end_workflow(child, self._store.workflow_tasks(child["workflowId"]), "TERMINATED", why)
+            if task["taskType"] == "SUB_WORKFLOW" and task.get("subWorkflowId"):
+                self._children_to_end.add((task["subWorkflowId"], why))
+
+    def _end_child(self, child_and_reason: Tuple[str, str]) -> None:
+        child_id, why = child_and_reason
+        child = self._store.get_workflow(child_id)
+        if child is not None and child["status"] not in WORKFLOW_TERMINAL:
+            self._end_workflow(child, self._store.workflow_tasks(child_id), "TERMINATED", why)
 
 
 def _start_request(workflow: JSON, name: Any, version: Any, workflow_input: JSON, correlation_id: Optional[str],

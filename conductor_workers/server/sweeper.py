@@ -1,12 +1,13 @@
 """The sweeper, the thread that enforces timeouts: it decides every workflow whose deadline (its
-own or one of its tasks') has passed, then sleeps until the next deadline, at most
-``sweep_interval`` (the engine's :class:`Sweeper` mixin; :meth:`Engine.start` starts it)."""
+own or one of its tasks') has passed, and the sub-workflows started too deep to be decided at once
+(see :mod:`.subworkflows`), then sleeps until the next deadline, at most ``sweep_interval`` (the
+engine's :class:`Sweeper` mixin; :meth:`Engine.start` starts it)."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, List
+from typing import Any, Callable, Deque, List
 
 from .model import JSON, now_ms
 from .store import _Store
@@ -24,6 +25,7 @@ class Sweeper:
     _sweep_interval: float
     _sweeper_next: float
     _sweeper_wakeup: threading.Condition
+    _deferred_decides: Deque[str]
     _decide: Callable[[JSON, List[JSON]], None]
 
     # The sweeper ----------------------------------------------------------------------------
@@ -41,9 +43,12 @@ class Sweeper:
                 self._sweeper_next = 0.0
 
     def _sweep_once(self) -> bool:
-        """Decide every workflow with a passed deadline; False if one of them failed."""
+        """Decide the children left for it and every workflow with a passed deadline; False if one failed."""
         clean = True
-        for workflow_id in self._store.due_workflow_ids(now_ms()):
+        deferred = list(self._deferred_decides)  # those they defer in turn wait for the next round
+        self._deferred_decides.clear()
+        due = self._store.due_workflow_ids(now_ms())
+        for workflow_id in deferred + [workflow_id for workflow_id in due if workflow_id not in deferred]:
             try:
                 with self._store.transaction():
                     workflow = self._store.get_workflow(workflow_id)

@@ -6,7 +6,7 @@ created, together with the first tasks of their branches; ``NOOP``, ``SET_VARIAB
 ``TERMINATE``, ``INLINE``, ``JSON_JQ_TRANSFORM``, ``START_WORKFLOW`` and ``SUB_WORKFLOW`` (its
 start) run in the decide that schedules them; ``JOIN`` and ``DO_WHILE`` are re-evaluated on every
 decide; ``WAIT`` ends at its time (the sweeper) or by an update, ``HUMAN`` by an update; ``HTTP``
-runs on a thread of its own, outside the engine lock, and reports back like a worker would.
+runs on a bounded pool of threads, outside the engine lock, and reports back like a worker would.
 
 :class:`SystemTasks` is a mixin of the engine: it uses the engine's store, task factory, decider
 and workflow start. This module has the dispatch (the mapper and executor of each type), the
@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from .control_flow import ControlFlow, java_string
-from .definitions import SYSTEM_TASK_TYPES, walk, with_iteration
+from .definitions import SYSTEM_TASK_TYPES, USER_DEFINED_TYPES, walk, with_iteration
 from .errors import _Terminate
 from .fields import TASK_DEF_DEFAULTS
 from .http_task import HttpTask
@@ -83,6 +83,7 @@ class SystemTasks(ControlFlow, SubWorkflows, HttpTask):
     _save_task: Callable[[JSON], None]
     _save_workflow: Callable[[JSON], None]
     _schedule: Callable[..., bool]
+    _domain_for: Callable[[JSON, str], Optional[str]]
     _decide: Callable[[JSON, List[JSON]], None]
     _end_workflow: Callable[..., None]
     _externalize: Callable[..., None]
@@ -130,6 +131,14 @@ class SystemTasks(ControlFlow, SubWorkflows, HttpTask):
             task["inputData"].setdefault("asyncComplete", False)
         return [task]
 
+    def _map_user_defined(self, workflow: JSON, tasks: List[JSON], workflow_task: JSON, iteration: int,
+                          created: List[JSON]) -> List[JSON]:
+        """A type without a mapper (``YIELD``): a task for the queue of its type, as UserDefinedTaskMapper makes."""
+        task = self._task(workflow, tasks, workflow_task, iteration, created)
+        task["taskType"] = workflow_task["type"]
+        task["domain"] = self._domain_for(workflow, task["taskType"])
+        return [task]
+
     def _map_wait(self, task: JSON) -> None:
         params = task["inputData"]
         duration, until = params.get("duration"), params.get("until")
@@ -162,6 +171,9 @@ class SystemTasks(ControlFlow, SubWorkflows, HttpTask):
             if nested.get("type", "SIMPLE") == "SIMPLE":
                 nested["taskDefinition"] = self._store.get_task_def(nested["name"]) or dict(
                     TASK_DEF_DEFAULTS, name=nested["name"])
+            elif nested.get("type") in USER_DEFINED_TYPES:
+                nested["taskDefinition"] = self._store.get_task_def(nested["name"]) or dict(
+                    SYNTHETIC_TASK_DEF, name=nested["name"])
             else:
                 nested["taskDefinition"] = dict(SYNTHETIC_TASK_DEF, name=nested["name"])
 
@@ -254,6 +266,7 @@ _MAPPERS: Dict[str, _Mapper] = {
     "FORK_JOIN": SystemTasks._map_fork, "JOIN": SystemTasks._map_join,
     "FORK_JOIN_DYNAMIC": SystemTasks._map_dynamic_fork, "DO_WHILE": SystemTasks._map_do_while,
     "SUB_WORKFLOW": SystemTasks._map_sub_workflow, "DYNAMIC": SystemTasks._map_dynamic,
+    **{kind: SystemTasks._map_user_defined for kind in USER_DEFINED_TYPES},
     **{kind: SystemTasks._system for kind in ("START_WORKFLOW", "WAIT", "HUMAN", "NOOP", "SET_VARIABLE",
                                               "TERMINATE", "INLINE", "JSON_JQ_TRANSFORM", "HTTP")},
 }

@@ -15,7 +15,7 @@ from .definitions import SYSTEM_TASK_TYPES
 from .errors import BadRequest, NotFound
 from .model import JSON, TASK_TERMINAL, WORKFLOW_TERMINAL, _strip_nulls, now_ms, queue_name
 from .payloads import PayloadLimits
-from .store import _dumps, _Store
+from .store import _Store
 from .validation import check_task_result
 from .views import task_view
 
@@ -34,6 +34,7 @@ class Tasks:
     _tx: Callable[[], Any]
     _load_workflow: Callable[[Any, str], JSON]
     _save_task: Callable[[JSON], None]
+    _fail_oversized_output: Callable[[JSON], bool]
     _push: Callable[..., None]
     _decide: Callable[[JSON, List[JSON]], None]
 
@@ -139,13 +140,7 @@ class Tasks:
                 raise BadRequest("No payload found in external storage at path: %s" % uploaded)
             task["outputData"] = json.loads(body)
             task["externalOutputPayloadStoragePath"] = uploaded
-        size = len(_dumps(task["outputData"]).encode("utf-8")) if task["outputData"] else 0
-        if size > self._limits.task_max:  # what ExternalPayloadStorageUtils.failTask does
-            task["status"] = "FAILED_WITH_TERMINAL_ERROR"
-            task["outputData"] = {}
-            task["reasonForIncompletion"] = (
-                "The payload size: %d of task: %s in workflow: %s  is greater than the permissible limit: %d bytes"
-                % (size, task["taskId"], task["workflowInstanceId"], self._limits.task_max))
+        self._fail_oversized_output(task)
         if task["status"] in TASK_TERMINAL:
             self._store.remove_from_queue(task["taskId"])
             task["endTime"] = now_ms()
