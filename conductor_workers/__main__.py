@@ -18,10 +18,14 @@ import ssl
 import sys
 import threading
 from types import FrameType
-from typing import Callable, Dict, List, Optional, TextIO, cast
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, TextIO, cast
 
-from . import _shell
+from . import _shell, _validate
 from ._version import __version__
+from .errors import InvalidOptionError
+
+if TYPE_CHECKING:
+    from .server import ScriptLimits
 
 log = logging.getLogger("conductor_workers")
 
@@ -50,6 +54,12 @@ def _build_parser() -> argparse.ArgumentParser:
     server.add_argument("--tls-cert", metavar="PEM", default=None,
                         help="serve HTTPS with this certificate (chain); its key too unless --tls-key")
     server.add_argument("--tls-key", metavar="PEM", default=None, help="the private key of --tls-cert")
+    server.add_argument("--script-time-limit", metavar="SECONDS", default=None,
+                        help="longest a JavaScript script or jq query may run (INLINE, SWITCH, DO_WHILE,"
+                             " JSON_JQ_TRANSFORM); default $LOCAL_CONDUCTOR_SCRIPT_TIME_LIMIT, else 4")
+    server.add_argument("--script-memory-limit", metavar="MB", default=None,
+                        help="most memory one script or query may use, in MB;"
+                             " default $LOCAL_CONDUCTOR_SCRIPT_MEMORY_LIMIT, else 256")
     _shell.add_commands(commands)
     from . import _run
 
@@ -65,7 +75,8 @@ def _run_server(args: argparse.Namespace) -> int:
     try:
         auth = _shell.server_auth(args.auth_file, os.environ)
         tls = _shell.tls_context(args.tls_cert, args.tls_key)
-    except _shell.UsageError as exc:
+        script_limits = _script_limits(args)
+    except (_shell.UsageError, InvalidOptionError) as exc:
         return _shell.fail(exc, 2)
     except (OSError, ssl.SSLError) as exc:  # ssl.SSLError is an OSError; named for the reader
         files = args.tls_cert + (" / " + args.tls_key if args.tls_key else "")
@@ -74,7 +85,7 @@ def _run_server(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         return _shell.fail("bad port %d: must be 0-65535" % args.port, 1)
     conductor = LocalConductor(port=args.port, host=args.host, db_path=args.db, auth=auth, tls=tls,
-                               http_allowed_hosts=args.http_allow_host)
+                               http_allowed_hosts=args.http_allow_host, script_limits=script_limits)
     try:
         conductor.start()
     except sqlite3.Error as exc:
@@ -99,6 +110,27 @@ def _run_server(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
         conductor.stop()
     return 0
+
+
+def _script_limits(args: argparse.Namespace) -> "ScriptLimits":
+    """``--script-time-limit`` and ``--script-memory-limit`` (or their environment variables), checked."""
+    from .server import ScriptLimits
+
+    defaults = ScriptLimits()
+    time_limit, memory_mb = defaults.time_limit, defaults.memory_mb
+    text = args.script_time_limit or os.environ.get("LOCAL_CONDUCTOR_SCRIPT_TIME_LIMIT")
+    if text:
+        try:
+            time_limit = ScriptLimits(time_limit=_validate.parse_number(text)).time_limit
+        except InvalidOptionError as exc:
+            raise InvalidOptionError("--script-time-limit: %s" % exc) from None
+    text = args.script_memory_limit or os.environ.get("LOCAL_CONDUCTOR_SCRIPT_MEMORY_LIMIT")
+    if text:
+        try:
+            memory_mb = ScriptLimits(memory_mb=_validate.parse_int(text)).memory_mb
+        except InvalidOptionError as exc:
+            raise InvalidOptionError("--script-memory-limit: %s" % exc) from None
+    return ScriptLimits(time_limit, memory_mb)
 
 
 def _run_workers(args: argparse.Namespace) -> int:

@@ -35,7 +35,8 @@ System tasks
   * ``control_flow`` — ``SWITCH``, ``FORK_JOIN``/``JOIN``, dynamic forks, ``DO_WHILE``, ``DYNAMIC``.
   * ``subworkflows`` — ``SUB_WORKFLOW`` and ``START_WORKFLOW``.
   * ``http_task`` — the ``HTTP`` task, run on a thread of its own.
-  * ``scripts`` — JavaScript and jq engines from the ``server`` extra.
+  * ``scripts`` — JavaScript and jq from the ``server`` extra: :class:`ScriptLimits`, runner pools.
+  * ``script_child`` — the runner process a script runs in, and its pipe protocol.
 
 HTTP front end
   * ``http`` — the HTTP server (TLS included) and the request handler.
@@ -49,5 +50,6 @@ from __future__ import annotations
 
 from .local import LocalConductor
 from .payloads import PayloadLimits
+from .scripts import ScriptLimits
 
-__all__ = ["LocalConductor", "PayloadLimits"]
+__all__ = ["LocalConductor", "PayloadLimits", "ScriptLimits"]

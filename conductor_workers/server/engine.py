@@ -34,7 +34,7 @@ from .mock_runs import MockRuns
 from .model import JSON, TASK_TERMINAL, WORKFLOW_TERMINAL, now_ms, queue_name
 from .payloads import TASK_PAYLOADS, WORKFLOW_PAYLOADS, PayloadLimits, PayloadStorage
 from .retries import Retries
-from .scripts import Scripts
+from .scripts import ScriptLimits, Scripts
 from .signals import Signals
 from .store import _Store
 from .subworkflows import Trampoline
@@ -56,9 +56,9 @@ class Engine(Metadata, Workflows, Tasks, Decider, Timeouts, Retries, Sweeper, Pa
 
     def __init__(self, db_path: Optional[str] = None, sweep_interval: float = 0.5,
                  payload_limits: Optional[PayloadLimits] = None,
-                 http_allowed_hosts: Iterable[str] = ()) -> None:
+                 http_allowed_hosts: Iterable[str] = (), script_limits: Optional[ScriptLimits] = None) -> None:
         self.http_allowed_hosts = tuple(host.lower() for host in http_allowed_hosts)
-        self._scripts = Scripts()
+        self._scripts = Scripts(script_limits)
         self._deciding: Set[str] = set()  # workflows being decided now (a child must not re-enter)
         self._deferred_decides: Deque[str] = deque()  # children too deep to decide at once (the sweeper does)
         self._parents_to_decide: Trampoline[str] = Trampoline(self._decide_parent)
@@ -90,8 +90,14 @@ class Engine(Metadata, Workflows, Tasks, Decider, Timeouts, Retries, Sweeper, Pa
                 condition.notify_all()
             self._sweeper_wakeup.notify_all()
 
+    def stop_scripts(self) -> None:
+        """Kill every script runner: a script under way ends now and its decide is rolled back, so
+        that the engine's lock is free for the shutdown (the first step of stopping)."""
+        self._scripts.close()
+
     def close(self) -> None:
-        """Stop the sweeper and the HTTP task pool, wake every waiter and close the database."""
+        """Stop the scripts, the HTTP task pool and the sweeper, wake every waiter and close the database."""
+        self.stop_scripts()
         self._http_pool.close()
         self.wake_all()
         if self._sweeper is not None:

@@ -29,6 +29,7 @@ from .connections import (
 )
 from .errors import EngineError
 from .routes import Api
+from .scripts import ScriptsStopped
 from .wire import Request, Response, error_response
 
 log = logging.getLogger(__name__)
@@ -287,3 +288,5 @@ def _guard(call: Callable[[], Response]) -> Response:
         return call()
     except EngineError as error:
         return error_response(error.status, error.message, error.validation_errors)
+    except ScriptsStopped as error:  # its decide was rolled back
+        return error_response(503, str(error))

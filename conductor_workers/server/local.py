@@ -25,6 +25,7 @@ from .engine import Engine
 from .http import ConductorHTTPServer
 from .payloads import PayloadLimits
 from .routes import Api
+from .scripts import ScriptLimits
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ class LocalConductor:
         ``/api/external/local/{key}`` (GET, and PUT for workers that upload).
     :param http_allowed_hosts: hosts that HTTP tasks may call besides this machine's loopback
         addresses (``"*"`` allows any host); others fail the task with a reason.
+    :param script_limits: time and memory limits of each JavaScript evaluation and jq query
+        (:class:`ScriptLimits`; by default conductor-oss's 4 s and 256 MB). Scripts run in runner
+        processes: one that runs too long or allocates too much fails its own task, never the server.
     """
 
     def __init__(
@@ -67,8 +71,10 @@ class LocalConductor:
         sweep_interval: float = DEFAULT_SWEEP_INTERVAL,
         payload_limits: Optional[PayloadLimits] = None,
         http_allowed_hosts: Iterable[str] = (),
+        script_limits: Optional[ScriptLimits] = None,
     ) -> None:
         self._payload_limits = payload_limits
+        self._script_limits = script_limits
         self._http_allowed_hosts = tuple(http_allowed_hosts)
         self._requested_port = port
         self._host = host
@@ -85,7 +91,8 @@ class LocalConductor:
         """Open the database, bind the port and start serving; returns ``self``."""
         if self._server is not None:
             raise RuntimeError("LocalConductor is already running")
-        engine = Engine(self._db_path, self._sweep_interval, self._payload_limits, self._http_allowed_hosts)
+        engine = Engine(self._db_path, self._sweep_interval, self._payload_limits, self._http_allowed_hosts,
+                        self._script_limits)
         api = Api(engine, self._auth)
         try:
             address = (self._host, self._requested_port)
@@ -107,6 +114,7 @@ class LocalConductor:
         server, engine, thread = self._server, self._engine, self._thread
         if server is None or engine is None or thread is None:
             return
+        engine.stop_scripts()  # a script under way would hold the engine's lock until its time limit
         server.shutdown()  # no new connections
         thread.join()
         engine.wake_all()  # release long polls

@@ -203,12 +203,14 @@ class SystemTasks(ControlFlow, SubWorkflows, HttpTask):
             if evaluator == "value-param":
                 result = params.get(expression)
             elif evaluator in ("javascript", "graaljs"):
-                result = self._scripts.javascript(expression, copy.deepcopy(params))
+                result = self._scripts.javascript(expression, params)
             else:
                 raise ScriptError("Unknown evaluator '%s' in INLINE task." % evaluator)
         except ScriptError as error:
-            task.update(status="FAILED_WITH_TERMINAL_ERROR", reasonForIncompletion=str(error),
-                        outputData={"error": str(error)})
+            # conductor-oss: a time limit (NonTransientException) leaves the task retryable, a script
+            # error (TerminateWorkflowException) does not
+            status = "FAILED" if error.retryable else "FAILED_WITH_TERMINAL_ERROR"
+            task.update(status=status, reasonForIncompletion=str(error), outputData={"error": str(error)})
             return True
         task.update(status="COMPLETED", outputData={"result": result})
         return True
@@ -219,7 +221,7 @@ class SystemTasks(ControlFlow, SubWorkflows, HttpTask):
             task.update(status="FAILED", reasonForIncompletion="Missing 'queryExpression' in input parameters")
             return True
         try:
-            results = self._scripts.jq(query, copy.deepcopy(task["inputData"]))
+            results = self._scripts.jq(query, task["inputData"])
         except ScriptError as error:
             task.update(status="FAILED", reasonForIncompletion=str(error), outputData={"error": str(error)})
             return True

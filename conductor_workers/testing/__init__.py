@@ -8,7 +8,7 @@ workers and the system tasks workflows use (it lives in :mod:`conductor_workers.
 
 from __future__ import annotations
 
-from ..server import LocalConductor, PayloadLimits
+from ..server import LocalConductor, PayloadLimits, ScriptLimits
 from ._helpers import run_worker
 
-__all__ = ["LocalConductor", "PayloadLimits", "run_worker"]
+__all__ = ["LocalConductor", "PayloadLimits", "ScriptLimits", "run_worker"]
