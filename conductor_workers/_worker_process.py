@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -147,6 +148,9 @@ def child_main(settings: RunSettings, conn: Connection, index: int, parent_pid: 
             stop.set()
             link.close()
             service.close()
+    # Drained (or not) already: a SIGTERM the supervisor sends now, as it shuts down, must not turn this
+    # exit into a death by signal (the handler above is gone; the default action would end us with -15).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if code != EXIT_OK:
         # Not drained: a task's thread may still run, and the interpreter's exit would wait for it
         # (the pool joins its threads). Its slot is lost either way; leave now, logs flushed.

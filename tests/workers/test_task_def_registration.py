@@ -127,8 +127,9 @@ def test_a_server_down_at_start_gets_the_definitions_once_it_is_reached(
                 env.client.metadata.get_task_def(name)
             cut_proxy.restore()
             wait_until(lambda: _exists(env, name), timeout=30, message="the definition registered after the outage")
+            # the registrar logs just after the server accepted the definition
+            wait_until(lambda: f"registered task definition {name!r}" in caplog.text, timeout=10, message="logged")
         assert "could not register task definitions" in caplog.text
-        assert f"registered task definition {name!r}" in caplog.text
     finally:
         manager.stop_polling(timeout=10)
         client.close()
