@@ -287,7 +287,7 @@ class HttpCallPool:
                 return
             self._queue.put((task_id, call))
             if len(self._threads) < self._size:
-                thread = threading.Thread(target=self._run, name="local-conductor-http-%d" % len(self._threads),
+                thread = threading.Thread(target=self._run, name="local-conductor-http-task-%d" % len(self._threads),
                                           daemon=True)
                 self._threads.append(thread)
                 thread.start()
