@@ -10,6 +10,7 @@ from typing import Any, Dict, List
 
 import requests
 from _helpers import unique
+from differences import expect_difference
 
 
 def _call(conductor: Any, method: str, path: str, **kwargs: Any) -> requests.Response:
@@ -65,23 +66,23 @@ def test_register_list_get_by_event_update_and_remove(conductor):
     assert _call(conductor, "DELETE", f"/event/{name}").status_code == 200
     assert _named(_call(conductor, "GET", "/event").json(), name) == []
     gone = _call(conductor, "DELETE", f"/event/{name}")
-    assert gone.status_code == 404
-    assert gone.json()["message"] == f"EventHandler with name {name} not found!"
+    assert gone.status_code == expect_difference(conductor, "event_handler_not_found_status")
+    assert f"EventHandler with name {name} not found!" in gone.json()["message"]
 
 
 def test_register_twice_is_a_conflict(conductor):
     name, event = unique("cf_eh"), unique("cf_event")
     assert _call(conductor, "POST", "/event", json=_handler(name, event)).status_code == 200
     again = _call(conductor, "POST", "/event", json=_handler(name, event))
-    assert again.status_code == 409
-    assert again.json()["message"] == f"EventHandler with name {name} already exists!"
+    assert again.status_code == expect_difference(conductor, "event_handler_conflict_status")
+    assert f"EventHandler with name {name} already exists!" in again.json()["message"]
 
 
 def test_update_unknown_handler_is_not_found(conductor):
     name = unique("cf_eh")
     response = _call(conductor, "PUT", "/event", json=_handler(name, "e"))
-    assert response.status_code == 404
-    assert response.json()["message"] == f"EventHandler with name {name} not found!"
+    assert response.status_code == expect_difference(conductor, "event_handler_not_found_status")
+    assert f"EventHandler with name {name} not found!" in response.json()["message"]
 
 
 def test_handler_without_name_event_or_actions_is_refused(conductor):
