@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from .control_flow import ControlFlow, java_string
-from .definitions import SYSTEM_TASK_TYPES, USER_DEFINED_TYPES, walk, with_iteration
+from .definitions import SYSTEM_TASK_TYPES, UNSUPPORTED_SYSTEM_TYPES, is_user_defined, walk, with_iteration
 from .errors import _Terminate
 from .fields import TASK_DEF_DEFAULTS
 from .http_task import HttpTask
@@ -96,8 +96,9 @@ class SystemTasks(ControlFlow, SubWorkflows, HttpTask):
         created = [] if created is None else created
         kind = workflow_task.get("type") or "SIMPLE"
         mapper = _MAPPERS.get(kind)
-        batch = mapper(self, workflow, tasks, workflow_task, iteration, created) if mapper else [
-            self._task(workflow, tasks, workflow_task, iteration, created)]
+        if mapper is None:
+            mapper = SystemTasks._map_user_defined if is_user_defined(kind) else SystemTasks._map_simple
+        batch = mapper(self, workflow, tasks, workflow_task, iteration, created)
         present = {task["referenceTaskName"] for task in tasks
                    if task["status"] == "IN_PROGRESS" or task["status"] in TASK_TERMINAL}
         return [task for task in batch if task["referenceTaskName"] not in present]
@@ -127,13 +128,31 @@ class SystemTasks(ControlFlow, SubWorkflows, HttpTask):
         task = self._task(workflow, tasks, workflow_task, iteration, created, kind, status=status)
         if kind == "WAIT":
             self._map_wait(task)
-        elif kind == "HTTP":
-            task["inputData"].setdefault("asyncComplete", False)
+        elif kind == "HTTP":  # HTTPTaskMapper: the workflow task's own field, whatever the input says
+            task["inputData"]["asyncComplete"] = workflow_task.get("asyncComplete")
+        return [task]
+
+    def _map_simple(self, workflow: JSON, tasks: List[JSON], workflow_task: JSON, iteration: int,
+                    created: List[JSON]) -> List[JSON]:
+        """SimpleTaskMapper: one task for the queue of its name."""
+        return [self._task(workflow, tasks, workflow_task, iteration, created)]
+
+    def _map_unsupported(self, workflow: JSON, tasks: List[JSON], workflow_task: JSON, iteration: int,
+                         created: List[JSON]) -> List[JSON]:
+        """A system task conductor-oss runs and LocalConductor does not: created failed, naming its type."""
+        kind = workflow_task["type"]
+        task = self._task(workflow, tasks, workflow_task, iteration, created, kind,
+                          status="FAILED_WITH_TERMINAL_ERROR")
+        task["reasonForIncompletion"] = (
+            "LocalConductor does not run task type %s (task %r, reference %s): it is a system task of "
+            "conductor-oss that LocalConductor does not implement" % (kind, workflow_task["name"],
+                                                                       workflow_task["taskReferenceName"]))
         return [task]
 
     def _map_user_defined(self, workflow: JSON, tasks: List[JSON], workflow_task: JSON, iteration: int,
                           created: List[JSON]) -> List[JSON]:
-        """A type without a mapper (``YIELD``): a task for the queue of its type, as UserDefinedTaskMapper makes."""
+        """A type without a mapper (``YIELD``, any made-up type): a task for the queue of its type, as
+        UserDefinedTaskMapper makes."""
         task = self._task(workflow, tasks, workflow_task, iteration, created)
         task["taskType"] = workflow_task["type"]
         task["domain"] = self._domain_for(workflow, task["taskType"])
@@ -171,7 +190,7 @@ class SystemTasks(ControlFlow, SubWorkflows, HttpTask):
             if nested.get("type", "SIMPLE") == "SIMPLE":
                 nested["taskDefinition"] = self._store.get_task_def(nested["name"]) or dict(
                     TASK_DEF_DEFAULTS, name=nested["name"])
-            elif nested.get("type") in USER_DEFINED_TYPES:
+            elif is_user_defined(nested.get("type") or "SIMPLE"):
                 nested["taskDefinition"] = self._store.get_task_def(nested["name"]) or dict(
                     SYNTHETIC_TASK_DEF, name=nested["name"])
             else:
@@ -268,7 +287,7 @@ _MAPPERS: Dict[str, _Mapper] = {
     "FORK_JOIN": SystemTasks._map_fork, "JOIN": SystemTasks._map_join,
     "FORK_JOIN_DYNAMIC": SystemTasks._map_dynamic_fork, "DO_WHILE": SystemTasks._map_do_while,
     "SUB_WORKFLOW": SystemTasks._map_sub_workflow, "DYNAMIC": SystemTasks._map_dynamic,
-    **{kind: SystemTasks._map_user_defined for kind in USER_DEFINED_TYPES},
+    **{kind: SystemTasks._map_unsupported for kind in UNSUPPORTED_SYSTEM_TYPES},
     **{kind: SystemTasks._system for kind in ("START_WORKFLOW", "WAIT", "HUMAN", "NOOP", "SET_VARIABLE",
                                               "TERMINATE", "INLINE", "JSON_JQ_TRANSFORM", "HTTP")},
 }
