@@ -42,6 +42,7 @@ from .signals import Signals
 from .store import _Store
 from .subworkflows import Trampoline
 from .sweeper import Sweeper
+from .task_list import TaskList
 from .system_tasks import SystemTasks
 from .tasks import Tasks
 from .timeouts import Timeouts, _task_deadline, _workflow_deadline
@@ -65,6 +66,8 @@ class Engine(Metadata, Workflows, Tasks, Decider, Timeouts, Retries, Sweeper, Pa
         self._scripts = Scripts(script_limits)
         self._deciding: Set[str] = set()  # workflows being decided now (a child must not re-enter)
         self._deferred_decides: Deque[str] = deque()  # children too deep to decide at once (the sweeper does)
+        self._unfinished_decides: Deque[str] = deque()  # decides that ran out of time (the sweeper goes on)
+        self._kept_for_next_slice: Dict[str, Tuple[JSON, TaskList, int]] = {}  # their state, if unchanged
         self._parents_to_decide: Trampoline[str] = Trampoline(self._decide_parent)
         self._children_to_end: Trampoline[Tuple[str, str]] = Trampoline(self._end_child)
         self._lock = threading.RLock()

@@ -120,6 +120,10 @@ class _Store:
         self._depth = 0
         self._db.execute("COMMIT")
 
+    def changes(self) -> int:
+        """How many rows were written since the store was opened (a write anywhere changes it)."""
+        return self._db.total_changes
+
     def _one(self, sql: str, args: Sequence[Any] = ()) -> Any:
         row = self._db.execute(sql, args).fetchone()
         return None if row is None else row[0]

@@ -29,6 +29,7 @@ from .fields import TASK_DEF_DEFAULTS
 from .http_task import HttpTask
 from .model import JSON, TASK_TERMINAL
 from .scripts import ScriptError, Scripts
+from .task_list import TaskList, as_task_list
 from .subworkflows import SubWorkflows
 
 #: What a system task without a task definition of its own runs with (conductor-oss's defaults).
@@ -93,21 +94,25 @@ class SystemTasks(ControlFlow, SubWorkflows, HttpTask):
     def _tasks_for(self, workflow: JSON, tasks: List[JSON], workflow_task: JSON, iteration: int = 0,
                    created: Optional[List[JSON]] = None) -> List[JSON]:
         """``DeciderService.getTasksToBeScheduled``: new tasks for ``workflow_task`` (and children)."""
-        created = [] if created is None else created
+        created = TaskList() if created is None else created
+        tasks = as_task_list(tasks)
         kind = workflow_task.get("type") or "SIMPLE"
         mapper = _MAPPERS.get(kind)
         if mapper is None:
             mapper = SystemTasks._map_user_defined if is_user_defined(kind) else SystemTasks._map_simple
         batch = mapper(self, workflow, tasks, workflow_task, iteration, created)
-        present = {task["referenceTaskName"] for task in tasks
-                   if task["status"] == "IN_PROGRESS" or task["status"] in TASK_TERMINAL}
-        return [task for task in batch if task["referenceTaskName"] not in present]
+
+        def present(ref: str) -> bool:
+            return any(task["status"] == "IN_PROGRESS" or task["status"] in TASK_TERMINAL
+                       for task in tasks.with_ref(ref))
+
+        return [task for task in batch if not present(task["referenceTaskName"])]
 
     def _task(self, workflow: JSON, tasks: List[JSON], workflow_task: JSON, iteration: int,
               created: List[JSON], task_type: Optional[str] = None, def_name: Optional[str] = None,
               status: str = "SCHEDULED") -> JSON:
         """One task of ``workflow_task``; input resolved against the tasks so far (and ``created``)."""
-        task = self._new_task(workflow, tasks + created, workflow_task)
+        task = self._new_task(workflow, tasks, workflow_task, created)
         if iteration:
             task["referenceTaskName"] = with_iteration(workflow_task["taskReferenceName"], iteration)
             task["iteration"] = iteration
@@ -197,17 +202,27 @@ class SystemTasks(ControlFlow, SubWorkflows, HttpTask):
                 nested["taskDefinition"] = dict(SYNTHETIC_TASK_DEF, name=nested["name"])
 
     # -- execution: what a decide does with the system tasks that are not done ---------------------
-    def _run_system_tasks(self, workflow: JSON, tasks: List[JSON]) -> bool:
-        """Run every system task that can move now; True when one of them changed."""
+    def _run_system_tasks(self, workflow: JSON, tasks: List[JSON], pending: List[JSON],
+                          unsaved: Dict[str, JSON]) -> bool:
+        """Run every system task of ``pending`` that can move now; True when one of them changed.
+
+        A DO_WHILE that went on to its next iteration is saved when the decide ends (``unsaved``):
+        its output grows with every iteration, and writing it each time made every iteration cost
+        more than the one before.
+        """
         changed = False
-        for task in list(tasks):
+        for task in list(pending):
             if task["taskType"] not in SYSTEM_TASK_TYPES or task["status"] in TASK_TERMINAL:
                 continue
             executor = _EXECUTORS.get(task["taskType"])
             if executor is not None and executor(self, workflow, tasks, task):
                 if task["status"] in TASK_TERMINAL and not task.get("endTime"):
                     task["endTime"] = int(time.time() * 1000)
-                self._save_task(task)
+                if task["taskType"] == "DO_WHILE" and task["status"] not in TASK_TERMINAL:
+                    unsaved[task["taskId"]] = task
+                else:
+                    unsaved.pop(task["taskId"], None)
+                    self._save_task(task)
                 changed = True
         return changed
 
