@@ -10,7 +10,7 @@ import functools
 import logging
 import threading
 import time
-from typing import Dict, Optional
+from typing import Optional
 
 import attrs
 
@@ -34,7 +34,6 @@ class Executing(Reporting):
     """Running tasks on pool threads; the attributes below are the runner's."""
 
     worker: Worker
-    _response_due: Dict[str, float]
     _handler: Handler
     _limited_handler: Handler
 
@@ -79,8 +78,7 @@ class Executing(Reporting):
             self._lease.track(task, received)
         started = time.monotonic()
         if not lease and task.response_timeout_seconds > 0:  # past it, the slot counts as stuck
-            with self._stats_lock:
-                self._response_due[task.task_id] = time.time() + task.response_timeout_seconds - (started - received)
+            self._stats.response_due(task.task_id, time.time() + task.response_timeout_seconds - (started - received))
         worker_id = options.worker_id or self._default_worker_id
         context: Optional[TaskContext] = None
         try:
@@ -113,18 +111,16 @@ class Executing(Reporting):
         finally:
             if lease:
                 self._lease.untrack(task.task_id)
-            with self._stats_lock:
-                self._response_due.pop(task.task_id, None)
+            self._stats.ended(task.task_id)
         reported_early = context is not None and not context.settle()
         if reported_early:
-            with self._stats_lock:
-                self._overrunning.pop(task.task_id, None)
+            self._stats.overrun_ended(task.task_id)
             assert context is not None and context.early_result is not None
             log.debug("%s: task %s returned after it was reported over its time limit", self.task_type, task.task_id)
         elif error is not None and not isinstance(error, NonRetryableError):
             log.warning("%s: task %s raised %s: %s", self.task_type, task.task_id, type(error).__name__, error)
         if not reported_early:
-            self._count(_EXECUTION_COUNTER.get(result.status, "executions_failed"))
+            self._stats.count(_EXECUTION_COUNTER.get(result.status, "executions_failed"))
         if events is not None:
             if error is not None:
                 call_hook(events.task_failed, task, error)

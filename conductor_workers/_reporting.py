@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Optional
 
 import attrs
 
 from ._backoff import Backoff
 from ._failure_log import FailureLog
 from ._lease import LeaseKeeper
+from ._stats import RunnerStats
 from .client import ConductorClient
 from .errors import APIError, ConductorError, EndpointNotSupportedError, InvalidRequestError, InvalidResponseError
 from .events import TaskEvents, UpdateFailureHook, call_hook
@@ -51,10 +52,7 @@ class Reporting:
     _lease: LeaseKeeper
     _admission: Optional["AdmissionGate"]
     _report_log: FailureLog
-    _stats_lock: threading.Lock
-    _stats: Dict[str, Any]
-    _overrunning: Dict[str, float]
-    _last_contact: Optional[float]
+    _stats: RunnerStats
 
     def _usable(self, task: Task) -> bool:
         """A task can be run and reported only with both ids; the server never sends one without."""
@@ -65,7 +63,7 @@ class Reporting:
             f"taskId={task.task_id!r} workflowInstanceId={task.workflow_instance_id!r}",
             status_code=200,
         )
-        self._record_error(error)
+        self._stats.record_error(error)
         log.warning("%s: %s", self.task_type, error)
         return False
 
@@ -78,9 +76,8 @@ class Reporting:
         ``on_update_failure``, so that a drain waits for it.
         """
         result = attrs.evolve(result, worker_id=result.worker_id or worker_id)
-        self._count("executions_failed")
-        with self._stats_lock:
-            self._overrunning[task.task_id] = time.time()
+        self._stats.count("executions_failed")
+        self._stats.overran(task.task_id)
         self._lease.untrack(task.task_id)
         with self._cond:
             self._early_reports += 1
@@ -167,9 +164,9 @@ class Reporting:
                     # is a no-op for a task the server already has, and hands out no task to lose.
                     self._client.tasks.update_task(result)
                     next_task = None
-                self._last_contact = time.time()
+                self._stats.contact()
                 self._report_log.succeeded()
-                self._count("reports_accepted")
+                self._stats.count("reports_accepted")
                 if self._events is not None:
                     call_hook(self._events.task_updated, task, result, time.monotonic() - started)
                 return next_task
@@ -195,7 +192,7 @@ class Reporting:
                     self._update_failed(task, result, exc)
                     return None
                 delay = retry_delay(backoff, exc)
-                self._record_error(exc)  # recovered from if a retry succeeds, but status() shows it
+                self._stats.record_error(exc)  # recovered from if a retry succeeds, but status() shows it
                 self._report_log.failed(exc, delay)
                 log.debug("%s: task %s: report retry %d in %.2fs", self.task_type, task.task_id, backoff.attempts, delay)
                 self._abort.wait(delay)
@@ -219,7 +216,7 @@ class Reporting:
         self._use_v2 = True
         if next_task is None:
             return None
-        self._count("tasks_received")
+        self._stats.count("tasks_received")
         if not self._usable(next_task):
             return None
         if self._may_take_next():
@@ -252,8 +249,8 @@ class Reporting:
                 self._abort.wait(0.1 * attempt)
 
     def _update_failed(self, task: Task, result: TaskResult, error: BaseException) -> None:
-        self._count("reports_failed")
-        self._record_error(error)
+        self._stats.count("reports_failed")
+        self._stats.record_error(error)
         log.error(
             "%s: could not report task %s of workflow %s (status %s): %s; result: %r",
             self.task_type, task.task_id, task.workflow_instance_id, result.status.value, error, result.output_data,
@@ -261,15 +258,6 @@ class Reporting:
         if self._events is not None:
             call_hook(self._events.update_failed, task, result, error)
         call_hook(self._on_update_failure, task, result, error)
-
-    def _count(self, key: str, amount: int = 1) -> None:
-        with self._stats_lock:
-            self._stats[key] += amount
-
-    def _record_error(self, error: BaseException) -> None:
-        with self._stats_lock:
-            self._stats["last_error"] = f"{type(error).__name__}: {error}"
-            self._stats["last_error_time"] = time.time()
 
     def send_lease_extension(self, task: Task) -> None:
         """Tell the server ``task`` is still being worked on (restarts its response-timeout clock)."""

@@ -33,12 +33,13 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
 
 from . import _validate
 from ._backoff import Backoff
 from ._exit import stop_at_exit
 from ._failure_log import FailureLog
+from ._stats import RunnerStats
 from ._lease import LeaseKeeper
 from ._executing import Executing, _current, _Job
 from ._reporting import retry_delay
@@ -48,7 +49,7 @@ from .events import TaskEvents, UpdateFailureHook, call_hook, combine
 from .middleware import Middleware, chain
 from .models import Task
 from .options import MAX_BATCH_POLL_TIMEOUT_MS, PollingOptions, default_worker_id
-from .status import COUNTERS, RunnerStatus
+from .status import RunnerStatus
 from .time_limit import TimeLimitMiddleware, watchdog
 from .worker import Worker
 
@@ -112,12 +113,7 @@ class TaskRunner(Executing):
         self._lease = LeaseKeeper(self)
         self._poll_log = FailureLog(log, f"worker {self.task_type!r}: polling {client.config.server_url}")
         self._report_log = FailureLog(log, f"worker {self.task_type!r}: reporting results")
-        self._stats_lock = threading.Lock()  # guards _stats
-        self._stats: Dict[str, Any] = dict.fromkeys(COUNTERS, 0)
-        self._stats.update(last_error=None, last_error_time=None)
-        self._overrunning: Dict[str, float] = {}  # task id -> time.time() it was reported over its time limit
-        self._response_due: Dict[str, float] = {}  # running task id -> time.time() its response timeout ends
-        self._last_contact: Optional[float] = None  # time.time() the server last answered a poll or report
+        self._stats = RunnerStats()
 
     # -- public API --------------------------------------------------------------------------------
 
@@ -253,16 +249,9 @@ class TaskRunner(Executing):
 
     def status(self) -> RunnerStatus:
         """Options in force, polling/paused, in-flight, overrunning tasks and counters (a frozen value)."""
-        now = time.time()
-        with self._stats_lock:
-            counters = dict(self._stats)
-            overrunning = tuple(sorted(self._overrunning))
-            # since when each stuck slot is stuck: reported over its time limit, or past its response timeout
-            stuck = sorted([*self._overrunning.values(), *(
-                due for task_id, due in self._response_due.items() if due <= now and task_id not in self._overrunning
-            )])
         with self._cond:
             options, in_flight = self._options, self._in_flight
+        counters, overrunning, stuck_since = self._stats.snapshot(options.concurrency)
         problems = tuple(p for p in (self._lease.problem(), watchdog.problem() if options.time_limit else None) if p)
         return RunnerStatus(
             task_type=self.task_type,
@@ -272,9 +261,9 @@ class TaskRunner(Executing):
             in_flight=in_flight,
             overrunning=overrunning,
             update_v2=self._use_v2,
-            last_contact=self._last_contact,
+            last_contact=self._stats.last_contact,
             admission=None if self._admission is None else self._admission.state(self.task_type),
-            stuck_since=stuck[options.concurrency - 1] if len(stuck) >= options.concurrency else None,
+            stuck_since=stuck_since,
             problems=problems,
             **counters,
         )
@@ -379,7 +368,7 @@ class TaskRunner(Executing):
                     log.debug("%s: the last poll after stopping failed: %s", self.task_type, exc)
                     return
                 delay = retry_delay(backoff, exc)
-                self._record_error(exc)
+                self._stats.record_error(exc)
                 if isinstance(exc, ConductorError):
                     self._poll_log.failed(exc, delay)
                 else:
@@ -412,7 +401,7 @@ class TaskRunner(Executing):
             worker_id=options.worker_id or self._default_worker_id,
             domain=options.domain,
         )
-        self._last_contact = time.time()
+        self._stats.contact()
         if self._events is not None:
             call_hook(self._events.polled, self.task_type, len(tasks), time.monotonic() - started)
         return tasks
@@ -420,7 +409,7 @@ class TaskRunner(Executing):
     def _dispatch(self, tasks: List[Task]) -> int:
         """Take as many tasks as there are free slots now; give the rest back. Returns the usable ones."""
         received = time.monotonic()
-        self._count("tasks_received", len(tasks))
+        self._stats.count("tasks_received", len(tasks))
         usable = [task for task in tasks if self._usable(task)]
         with self._cond:
             options = self._options
