@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Optional
 
 import attrs
 
-from ._backoff import Backoff
+from ._backoff import Backoff, retry_delay
 from ._failure_log import FailureLog
 from ._lease import LeaseKeeper
 from ._stats import RunnerStats
@@ -271,11 +271,4 @@ class Reporting:
         self._client.tasks.update_task(result)
 
 
-def retry_delay(backoff: Backoff, error: BaseException) -> float:
-    """The next backoff delay, or the server's ``Retry-After`` (already capped) when that is longer."""
-    delay = backoff.next()
-    retry_after = getattr(error, "retry_after", None)
-    return max(delay, retry_after) if retry_after else delay
-
-
-__all__ = ["Reporting", "retry_delay"]
+__all__ = ["Reporting"]

@@ -36,13 +36,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
 
 from . import _validate
-from ._backoff import Backoff
+from ._backoff import Backoff, retry_delay
 from ._exit import stop_at_exit
 from ._failure_log import FailureLog
 from ._stats import RunnerStats
 from ._lease import LeaseKeeper
 from ._executing import Executing, _current, _Job
-from ._reporting import retry_delay
 from .client import ConductorClient
 from .errors import ConductorError
 from .events import TaskEvents, UpdateFailureHook, call_hook, combine
@@ -110,7 +109,7 @@ class TaskRunner(Executing):
         self._executor: Optional[ThreadPoolExecutor] = None
         self._executor_size = 0
         self._use_v2: Optional[bool] = None  # None: not known yet; False after the server refused it
-        self._lease = LeaseKeeper(self)
+        self._lease = LeaseKeeper(self.task_type, self.send_lease_extension)
         self._poll_log = FailureLog(log, f"worker {self.task_type!r}: polling {client.config.server_url}")
         self._report_log = FailureLog(log, f"worker {self.task_type!r}: reporting results")
         self._stats = RunnerStats()
