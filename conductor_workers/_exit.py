@@ -44,7 +44,7 @@ def stop_at_exit(runner: "TaskRunner") -> None:
 
 def _stop_runners_at_exit() -> None:
     with _exit_lock:
-        runners = [runner for runner in _started_runners if runner._thread is not None]
+        runners = list(_started_runners)
     busy = [runner for runner in runners if runner.is_polling or runner.in_flight]
     if not busy:
         return
@@ -54,10 +54,10 @@ def _stop_runners_at_exit() -> None:
     )
     started = time.monotonic()
     for runner in busy:
-        runner._begin_stop()
+        runner.begin_stop()
     for runner in busy:
         # an abandoned runner (a second Ctrl-C during serve_forever's drain) is not waited for again
-        budget = 0.0 if runner._abort.is_set() else runner.shutdown_timeout
+        budget = 0.0 if runner.abandoned else runner.shutdown_timeout
         runner.stop(max(0.0, started + budget - time.monotonic()))
 
 

@@ -148,7 +148,7 @@ class TaskManager:
         runners = list(self._runners.values())
         # Every runner stops taking tasks first; then they drain side by side under one deadline.
         for runner in runners:
-            runner._begin_stop()
+            runner.begin_stop()
         results = [
             runner.stop(None if deadline is None else max(0.0, deadline - time.monotonic())) for runner in runners
         ]

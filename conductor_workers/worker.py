@@ -127,8 +127,9 @@ class TaskContext:
             self._reporter(result)
         return True
 
-    def settle(self) -> bool:
-        """Claim the result for the normal report; False when :meth:`report_now` settled it first."""
+    def _claim(self) -> bool:
+        """Settle the task with what ``execute`` returned (see :func:`run_task`); False when
+        :meth:`report_now` settled it first."""
         with self._lock:
             if self._settled:
                 return False
@@ -364,6 +365,10 @@ def run_task(
     gives FAILED_WITH_TERMINAL_ERROR, anything else FAILED with the message as reason and the
     traceback in the logs. ``handler`` is what to call instead of ``worker.execute`` (the worker
     wrapped in middleware, see :func:`conductor_workers.middleware.chain`).
+
+    The ``context`` is settled here, with the returned result: a :meth:`TaskContext.report_now`
+    (or the time limit) can no longer happen afterwards. When one happened first,
+    ``context.expired`` is true and the result returned is not to be reported (the early one was).
     """
     if context is None:
         context = TaskContext(task)
@@ -387,6 +392,7 @@ def run_task(
         worker_id=result.worker_id or worker_id,
         logs=context.logs + list(result.logs) if context.logs else result.logs,
     )
+    context._claim()  # False when settled early: context.expired tells the caller
     return result, error
 
 
