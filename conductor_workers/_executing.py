@@ -21,11 +21,9 @@ import attrs
 
 from ._lease import LeaseKeeper
 from ._reporting import Reporter
-from ._runner_state import Job, RunnerState
-from ._stats import RunnerStats
-from .client import ConductorClient
+from ._runner_state import Job, RunnerParts
 from .errors import ExternalPayloadError, NonRetryableError
-from .events import TaskEvents, call_hook
+from .events import call_hook
 from .middleware import Middleware, chain
 from .models import Task, TaskResult, TaskResultStatus
 from .payloads import TASK_INPUT
@@ -49,24 +47,18 @@ class Execution:
 
     def __init__(
         self,
+        parts: RunnerParts,
         worker: Worker,
-        client: ConductorClient,
-        state: RunnerState,
-        stats: RunnerStats,
         reporter: Reporter,
         lease: LeaseKeeper,
         *,
         layers: Sequence[Middleware] = (),
-        events: Optional[TaskEvents] = None,
     ) -> None:
-        self.task_type = worker.task_def_name
+        self.task_type = parts.task_type
+        self._client, self._state, self._stats, self._events = parts.client, parts.state, parts.stats, parts.events
         self._worker = worker
-        self._client = client
-        self._state = state
-        self._stats = stats
         self._reporter = reporter
         self._lease = lease
-        self._events = events
         self._handler = chain(worker, list(layers))
         self._limited_handler = chain(worker, [*layers, _TIME_LIMIT])  # time_limit set: innermost
 

@@ -18,9 +18,7 @@ from ._backoff import Backoff, retry_delay
 from ._executing import Execution
 from ._failure_log import FailureLog
 from ._reporting import Reporter
-from ._runner_state import Job, RunnerState
-from ._stats import RunnerStats
-from .client import ConductorClient
+from ._runner_state import Job, RunnerParts
 from .errors import ConductorError
 from .events import TaskEvents, call_hook
 from .models import Task
@@ -64,28 +62,21 @@ class Poller:
 
     def __init__(
         self,
-        task_type: str,
-        client: ConductorClient,
-        state: RunnerState,
-        stats: RunnerStats,
+        parts: RunnerParts,
         execution: Execution,
         reporter: Reporter,
         *,
-        events: Optional[TaskEvents] = None,
         poll_gate: Optional[PollGate] = None,
         admission: Optional["AdmissionGate"] = None,
     ) -> None:
-        self.task_type = task_type
-        self._client = client
-        self._state = state
-        self._stats = stats
+        self.task_type = task_type = parts.task_type
+        self._client, self._state, self._stats, self._events = parts.client, parts.state, parts.stats, parts.events
         self._execution = execution
         self._reporter = reporter
-        self._events = events
         self._poll_gate = poll_gate
         self._admission = admission
-        self._slot_limit = None if admission is None else _AdmittedSlots(admission, task_type, events)
-        self._log = FailureLog(log, f"worker {task_type!r}: polling {client.config.server_url}")
+        self._slot_limit = None if admission is None else _AdmittedSlots(admission, task_type, parts.events)
+        self._log = FailureLog(log, f"worker {task_type!r}: polling {parts.client.config.server_url}")
         # The pool belongs to the poll thread: only it creates, grows, submits to and shuts it down.
         self._executor: Optional[ThreadPoolExecutor] = None
         self._executor_size = 0

@@ -21,11 +21,9 @@ import attrs
 
 from ._backoff import Backoff, retry_delay
 from ._failure_log import FailureLog
-from ._runner_state import RunnerState
-from ._stats import RunnerStats
-from .client import ConductorClient
+from ._runner_state import RunnerParts
 from .errors import APIError, ConductorError, EndpointNotSupportedError, InvalidRequestError, InvalidResponseError
-from .events import TaskEvents, UpdateFailureHook, call_hook
+from .events import UpdateFailureHook, call_hook
 from .models import Task, TaskResult, TaskResultStatus
 from .options import PollingOptions
 from .payloads import TASK_OUTPUT, payload_size
@@ -42,30 +40,23 @@ _GIVE_BACK_ATTEMPTS = 3
 class Reporter:
     """Sends one runner's results, hand-backs and lease extensions to the server.
 
-    :param abort: set when the runner gives up on its tasks: retries end (the runner state's ``abort``).
+    Retries end when the runner gives up on its tasks (its state's ``abort``).
     """
 
     def __init__(
         self,
-        task_type: str,
-        client: ConductorClient,
-        state: RunnerState,
-        stats: RunnerStats,
+        parts: RunnerParts,
         *,
-        events: Optional[TaskEvents] = None,
         on_update_failure: Optional[UpdateFailureHook] = None,
         admission: Optional["AdmissionGate"] = None,
     ) -> None:
-        self.task_type = task_type
-        self._client = client
-        self._state = state
-        self._stats = stats
-        self._abort = state.abort
-        self._events = events
+        self.task_type = parts.task_type
+        self._client, self._state, self._stats, self._events = parts.client, parts.state, parts.stats, parts.events
+        self._abort = parts.state.abort
         self._on_update_failure = on_update_failure
         self._admission = admission
         self._use_v2: Optional[bool] = None  # None: not known yet; False after the server refused it
-        self._log = FailureLog(log, f"worker {task_type!r}: reporting results")
+        self._log = FailureLog(log, f"worker {self.task_type!r}: reporting results")
 
     @property
     def update_v2(self) -> Optional[bool]:

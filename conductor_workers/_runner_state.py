@@ -14,10 +14,17 @@ end. It is an ``Event`` of its own, so the reporter waits on it without the lock
 from __future__ import annotations
 
 import threading
-from typing import Callable, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, Tuple
 
+import attrs
+
+from ._stats import RunnerStats
 from .errors import ConductorError
+from .events import TaskEvents
 from .options import PollingOptions, default_worker_id
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .client import ConductorClient
 
 _current = threading.local()  # .state: the RunnerState whose task this pool thread is running
 
@@ -73,24 +80,27 @@ class RunnerState:
 
     @property
     def options(self) -> PollingOptions:
+        """The options in force (the poll loop reads them once per round)."""
         return self._options
-
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping
 
     def worker_id(self, options: PollingOptions) -> str:
         """The worker id to send: the option's, else this process's default."""
         return options.worker_id or self._default_worker_id
 
+    @property
+    def in_flight(self) -> int:
+        """Slots taken: tasks polled and not yet returned by their thread."""
+        return self._in_flight
+
     def snapshot(self) -> Tuple[PollingOptions, int]:
         """The options and the slots taken, read together."""
         with self._cond:
             return self._options, self._in_flight
+
+    @property
+    def stopping(self) -> bool:
+        """A stop began (or the runner was abandoned); no task is taken any more."""
+        return self._stopping
 
     @property
     def is_polling(self) -> bool:
@@ -313,4 +323,16 @@ class RunnerState:
             self._cond.notify_all()
 
 
-__all__ = ["Job", "RunnerState", "SlotLimit", "state_of_current_task"]
+@attrs.frozen
+class RunnerParts:
+    """What every part of one runner (poller, execution, reporter) works with."""
+
+    task_type: str
+    client: "ConductorClient"
+    state: RunnerState
+    stats: RunnerStats
+    #: the runner's hooks (its events and middleware combined), None without any
+    events: Optional[TaskEvents]
+
+
+__all__ = ["Job", "RunnerParts", "RunnerState", "SlotLimit", "state_of_current_task"]

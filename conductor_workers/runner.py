@@ -48,7 +48,7 @@ from ._exit import stop_at_exit
 from ._lease import LeaseKeeper
 from ._polling import PollGate, Poller
 from ._reporting import Reporter
-from ._runner_state import RunnerState, state_of_current_task
+from ._runner_state import RunnerParts, RunnerState, state_of_current_task
 from ._stats import RunnerStats
 from .client import ConductorClient
 from .events import TaskEvents, UpdateFailureHook, combine
@@ -88,22 +88,14 @@ class TaskRunner:
         self.shutdown_timeout = _validate.seconds("shutdown_timeout", shutdown_timeout)
         # A Middleware passed as ``events`` wraps executions too, outermost.
         layers = ([events] if isinstance(events, Middleware) else []) + list(middleware)
-        hooks = combine([events, *middleware])
         self._admission = admission
         self._state = RunnerState(task_type, options if options is not None else PollingOptions())
         self._stats = RunnerStats()
-        self._reporter = Reporter(
-            task_type, client, self._state, self._stats,
-            events=hooks, on_update_failure=on_update_failure, admission=admission,
-        )
+        parts = RunnerParts(task_type, client, self._state, self._stats, combine([events, *middleware]))
+        self._reporter = Reporter(parts, on_update_failure=on_update_failure, admission=admission)
         self._lease = LeaseKeeper(task_type, self._reporter.send_lease_extension)
-        execution = Execution(
-            worker, client, self._state, self._stats, self._reporter, self._lease, layers=layers, events=hooks,
-        )
-        self._poller = Poller(
-            task_type, client, self._state, self._stats, execution, self._reporter,
-            events=hooks, poll_gate=poll_gate, admission=admission,
-        )
+        execution = Execution(parts, worker, self._reporter, self._lease, layers=layers)
+        self._poller = Poller(parts, execution, self._reporter, poll_gate=poll_gate, admission=admission)
 
     # -- public API --------------------------------------------------------------------------------
 
