@@ -20,8 +20,8 @@ The loop, per runner:
   before ``concurrent.futures`` stops taking work and before Python joins the threads: in-flight
   tasks get ``shutdown_timeout`` seconds to finish and be reported, polled ones are handed back.
 
-Options live in one frozen :class:`PollingOptions`, swapped under ``_cond``; the loop reads it once
-per iteration. No I/O happens under a lock.
+Options live in one frozen :class:`PollingOptions`, swapped under the runner's lock; the loop reads
+it once per iteration. No I/O happens under a lock, and no lock is held while another part is called.
 
 :class:`TaskRunner` holds the lifecycle (start, stop, the drain) and wires the parts, each an object
 that owns its state and gets its collaborators at construction:
@@ -34,6 +34,11 @@ that owns its state and gets its collaborators at construction:
 * :class:`~._lease.LeaseKeeper`: the lease-extension thread (its own lock);
 * :class:`~._stats.RunnerStats`: counters and what is stuck, for :meth:`TaskRunner.status` (its own lock);
 * :mod:`._exit`: the main-thread exit hook, which calls :meth:`TaskRunner.begin_stop` and :meth:`TaskRunner.stop`.
+
+Locks and who owns them: the runner's lock (a ``Condition``) is ``RunnerState``'s; ``RunnerStats``,
+``LeaseKeeper``, each task's :class:`~conductor_workers.worker.TaskContext` and the time-limit
+watchdog have one each, for their own state only. ``Poller``, ``Execution`` and ``Reporter`` have
+none: the pool is the poll thread's alone, and the reporter's one flag (update-v2) is written whole.
 """
 from __future__ import annotations
 
