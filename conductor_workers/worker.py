@@ -396,6 +396,7 @@ def run_task(
     return result, error
 
 
+# run_task(): the runtime's (and conductor_workers.testing's), not exported
 __all__ = [
     "FunctionWorker",
     "TaskContext",
@@ -405,7 +406,6 @@ __all__ = [
     "current_context",
     "current_task",
     "time_remaining",
-    "run_task",
     "to_task_result",
     "worker_task",
 ]
