@@ -55,7 +55,8 @@ class Execution:
         layers: Sequence[Middleware] = (),
     ) -> None:
         self.task_type = parts.task_type
-        self._client, self._state, self._stats, self._events = parts.client, parts.state, parts.stats, parts.events
+        self._client, self._state, self._stats = parts.client, parts.state, parts.stats
+        self._events = parts.events
         self._worker = worker
         self._reporter = reporter
         self._lease = lease

@@ -50,8 +50,8 @@ def stop_at_exit(runner: Stoppable) -> None:
             return
         _exit_hook_installed = True
     # CPython calls these hooks when the main thread has ended, before it joins the other threads,
-    # newest first: registered after concurrent.futures' own (imported with the poll loop), this one runs while
-    # the pools still take work, so that in-flight tasks finish and are reported.
+    # newest first: registered after concurrent.futures' own (imported with the poll loop), this one
+    # runs while the pools still take work, so that in-flight tasks finish and are reported.
     if hasattr(os, "register_at_fork"):  # a forked child has none of these runners' threads
         os.register_at_fork(after_in_child=_started_runners.clear)
     register = getattr(threading, "_register_atexit", None)

@@ -70,7 +70,8 @@ class Poller:
         admission: Optional["AdmissionGate"] = None,
     ) -> None:
         self.task_type = task_type = parts.task_type
-        self._client, self._state, self._stats, self._events = parts.client, parts.state, parts.stats, parts.events
+        self._client, self._state, self._stats = parts.client, parts.state, parts.stats
+        self._events = parts.events
         self._execution = execution
         self._reporter = reporter
         self._poll_gate = poll_gate

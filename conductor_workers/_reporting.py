@@ -51,7 +51,8 @@ class Reporter:
         admission: Optional["AdmissionGate"] = None,
     ) -> None:
         self.task_type = parts.task_type
-        self._client, self._state, self._stats, self._events = parts.client, parts.state, parts.stats, parts.events
+        self._client, self._state, self._stats = parts.client, parts.state, parts.stats
+        self._events = parts.events
         self._abort = parts.state.abort
         self._on_update_failure = on_update_failure
         self._admission = admission

@@ -267,7 +267,8 @@ class RunnerState:
         (none while stopping or paused)."""
         with self._cond:
             options = self._options
-            taken = 0 if (self._stopping or options.paused) else min(count, max(0, options.concurrency - self._in_flight))
+            free = 0 if (self._stopping or options.paused) else max(0, options.concurrency - self._in_flight)
+            taken = min(count, free)
             self._in_flight += taken
             return options, taken
 

@@ -43,7 +43,8 @@ class RunnerStats:
         return self._last_contact
 
     def response_due(self, task_id: str, due: float) -> None:
-        """A task started that runs without lease extension; at ``due`` (``time.time()``) its slot counts as stuck."""
+        """A task started that runs without lease extension: at ``due`` (``time.time()``) its slot
+        counts as stuck."""
         with self._lock:
             self._response_due[task_id] = due
 

@@ -33,7 +33,8 @@ that owns its state and gets its collaborators at construction:
 * :class:`~._reporting.Reporter`: reports, retries, give-backs, early reports, lease extensions;
 * :class:`~._lease.LeaseKeeper`: the lease-extension thread (its own lock);
 * :class:`~._stats.RunnerStats`: counters and what is stuck, for :meth:`TaskRunner.status` (its own lock);
-* :mod:`._exit`: the main-thread exit hook, which calls :meth:`TaskRunner.begin_stop` and :meth:`TaskRunner.stop`.
+* :mod:`._exit`: the main-thread exit hook, which calls :meth:`TaskRunner.begin_stop` and
+  :meth:`TaskRunner.stop`.
 
 Locks and who owns them: the runner's lock (a ``Condition``) is ``RunnerState``'s; ``RunnerStats``,
 ``LeaseKeeper``, each task's :class:`~conductor_workers.worker.TaskContext` and the time-limit

@@ -40,15 +40,16 @@ def _imports(path: Path, name: str) -> Set[str]:
             found.add(".".join(target))
             found.update(".".join([*target, alias.name]) for alias in node.names)  # from . import module
         elif isinstance(node, ast.Import):
-            found.update(
-                ".".join(alias.name.split(".")[1:]) for alias in node.names if alias.name.startswith("conductor_workers.")
-            )
+            names = [alias.name for alias in node.names if alias.name.startswith("conductor_workers.")]
+            found.update(".".join(name.split(".")[1:]) for name in names)
     return found
 
 
 def _graph() -> Dict[str, Set[str]]:
     paths = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
-    return {name: {dep for dep in _imports(path, name) if dep in paths and dep != name} for name, path in paths.items()}
+    return {
+        name: {dep for dep in _imports(path, name) if dep in paths and dep != name} for name, path in paths.items()
+    }
 
 
 def _cycles(graph: Dict[str, Set[str]]) -> List[Set[str]]:
