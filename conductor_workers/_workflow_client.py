@@ -190,6 +190,11 @@ class WorkflowClient(_Api):
         size: int = 100,
         sort: Optional[str] = None,
     ) -> Dict[str, Any]:
-        """The server's raw ``SearchResult`` (``totalHits``, ``results``); needs indexing on the server."""
+        """The server's raw ``SearchResult``: ``totalHits`` and ``results`` (``WorkflowSummary`` documents).
+
+        ``query`` is conductor-oss's search syntax (``workflowType="x" AND status IN (RUNNING,PAUSED)``,
+        ``startTime>1700000000000``), ``free_text`` a word or ``*``, ``sort`` ``field:ASC|DESC``. Works on
+        conductor-oss (with indexing, its default) and on LocalConductor.
+        """
         params = {"query": query, "freeText": free_text, "start": start, "size": size, "sort": sort}
         return dict(self._http.call_json("GET", "workflow/search", params=params) or {})

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .definitions import SYSTEM_TASK_TYPES, next_task, strip_iteration, walk, with_iteration
 from .errors import _Terminate
 from .expressions import expression_document, resolve
 from .model import JSON, TASK_TERMINAL
 from .scripts import ScriptError, Scripts
+from .task_list import TaskList, as_task_list
 from .store import _Store
 from .validation import normalise_workflow_task
 
@@ -176,7 +177,7 @@ class ControlFlow:
                       created: List[JSON]) -> List[JSON]:
         loop = self._task(workflow, tasks, workflow_task, iteration, created, "DO_WHILE", status="IN_PROGRESS")
         loop["referenceTaskName"] = workflow_task["taskReferenceName"]  # the loop keeps its own name
-        items = self._loop_items(workflow, tasks + created, workflow_task)
+        items = self._loop_items(workflow, tasks, workflow_task, created)
         loop["iteration"] = 1
         loop["outputData"] = {"iteration": 1}
         if items is not None:
@@ -190,13 +191,14 @@ class ControlFlow:
             batch += self._tasks_for(workflow, tasks, body[0], 1, created)
         return batch
 
-    def _loop_items(self, workflow: JSON, tasks: List[JSON], workflow_task: JSON) -> Optional[List[Any]]:
+    def _loop_items(self, workflow: JSON, tasks: List[JSON], workflow_task: JSON,
+                    created: Sequence[JSON] = ()) -> Optional[List[Any]]:
         source = workflow_task.get("items")
         if source is None:
             source = (workflow_task.get("inputParameters") or {}).get("_items")
         if source is None:
             return None
-        items = resolve(source, expression_document(workflow, tasks))
+        items = resolve(source, expression_document(workflow, tasks, created))
         if items is None:
             return []
         return items if isinstance(items, list) else [items]
@@ -204,7 +206,7 @@ class ControlFlow:
     def _map_dynamic(self, workflow: JSON, tasks: List[JSON], workflow_task: JSON, iteration: int,
                      created: List[JSON]) -> List[JSON]:
         param = workflow_task.get("dynamicTaskNameParam") or ""
-        resolved = resolve(workflow_task.get("inputParameters") or {}, expression_document(workflow, tasks + created))
+        resolved = resolve(workflow_task.get("inputParameters") or {}, expression_document(workflow, tasks, created))
         name = resolved.get(param)
         if not isinstance(name, str) or not name:
             raise _Terminate("Cannot map a dynamic task based on the parameter and input. Parameter= %s, input= %s"
@@ -218,11 +220,11 @@ class ControlFlow:
         return batch
 
     def _run_join(self, workflow: JSON, tasks: List[JSON], task: JSON) -> bool:
-        latest = _latest_by_ref(tasks)
+        tasks = as_task_list(tasks)
         done, failures, with_errors = True, [], []
         output: JSON = {}
         for ref in task["inputData"].get("joinOn") or []:
-            joined = latest.get(ref)
+            joined = _latest_attempt(tasks, ref)
             if joined is None:
                 done = False
                 break
@@ -252,16 +254,20 @@ class ControlFlow:
         workflow_task = task["workflowTask"]
         iteration = task.get("iteration") or 1
         body_refs = {t["taskReferenceName"] for t in walk(workflow_task.get("loopOver") or [])}
-        current = {strip_iteration(t["referenceTaskName"]): t for t in tasks
-                   if t.get("iteration") == iteration and t is not task
-                   and strip_iteration(t["referenceTaskName"]) in body_refs
-                   and t["referenceTaskName"].endswith("__%d" % iteration)}
+        tasks = as_task_list(tasks)
+        found = []  # (first attempt's seq, body ref, this iteration's latest task of it)
+        for ref in body_refs:
+            attempts = [t for t in tasks.with_ref(with_iteration(ref, iteration))
+                        if t.get("iteration") == iteration and t is not task]
+            if attempts:
+                found.append((attempts[0]["seq"], ref, attempts[-1]))
+        current = {ref: latest for _, ref, latest in sorted(found, key=lambda entry: entry[0])}
         if not current or any(t["status"] not in TASK_TERMINAL or not (t.get("executed") or t.get("retried"))
                               for t in current.values()):
             return False
         if any(t["status"] not in TASK_SUCCESSFUL and not t.get("retried") for t in current.values()):
             return False  # the failure rules of the decider end the workflow (or retry the task)
-        output = dict(task.get("outputData") or {})
+        output = task.get("outputData") or {}  # changed in place: a copy would cost every iteration more
         output[str(iteration)] = {ref: t.get("outputData") or {} for ref, t in current.items()}
         self._keep_last(task, tasks, output, iteration, body_refs)
         task["outputData"] = output
@@ -293,7 +299,6 @@ class ControlFlow:
             index = (output.get("loopIndex") or 0) + 1
             output.update(loopIndex=index, loopItem=items[index])
         task["iteration"] = iteration
-        self._save_task(task)
         body = workflow_task.get("loopOver") or []
         self._schedule(workflow, tasks, self._tasks_for(workflow, tasks, body[0], iteration))
         return True
@@ -315,8 +320,11 @@ class ControlFlow:
             tasks.remove(old)
 
 
-def _latest_by_ref(tasks: List[JSON]) -> Dict[str, JSON]:
-    latest: Dict[str, JSON] = {}
-    for task in sorted(tasks, key=lambda t: t["seq"]):
-        latest[task["referenceTaskName"]] = task
+def _latest_attempt(tasks: TaskList, ref: str) -> Optional[JSON]:
+    """The attempt of ``ref`` with the highest ``seq`` (the later one in the list at equal ``seq``)."""
+    latest: Optional[JSON] = None
+    for task in tasks.with_ref(ref):
+        if latest is None or task["seq"] >= latest["seq"]:
+            latest = task
     return latest
+

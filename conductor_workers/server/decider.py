@@ -7,7 +7,8 @@ Timeouts are in :mod:`.timeouts`, retries in :mod:`.retries`."""
 from __future__ import annotations
 
 import copy
-from typing import Callable, Dict, List, Optional, Set
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from .definitions import SYSTEM_TASK_TYPES, next_task, strip_iteration
 from .errors import _Terminate
@@ -15,9 +16,10 @@ from .expressions import expression_document, resolve, resolve_task_input
 from .fields import TASK_DEF_DEFAULTS
 from .model import JSON, TASK_SUCCESSFUL, TASK_TERMINAL, WORKFLOW_TERMINAL, new_id, now_ms
 from .store import _Store
+from .task_list import TaskList, as_task_list
 
-#: Rounds of "schedule, run the system tasks" one decide may take before it gives up on a workflow.
-MAX_DECIDE_ROUNDS = 10_000
+#: How long one decide may run before the sweeper takes over the rest (the engine's lock is free in between).
+DECIDE_SLICE_SECONDS = 0.1
 #: How long a poll keeps a domain "active" for ``taskToDomain`` values with several domains.
 ACTIVE_DOMAIN_WINDOW_MS = 10_000
 
@@ -36,39 +38,68 @@ class Decider:
     _check_task_timeouts: Callable[[JSON], bool]
     _retry: Callable[[JSON, List[JSON], JSON], Optional[JSON]]
     _tasks_for: Callable[..., List[JSON]]
-    _run_system_tasks: Callable[[JSON, List[JSON]], bool]
+    _run_system_tasks: Callable[[JSON, List[JSON], List[JSON], Dict[str, JSON]], bool]
+    _continue_later: Callable[[str], None]
     _notify_parent: Callable[[JSON], None]
     _cancel_children: Callable[[List[JSON], str, Optional[str]], None]
 
     # The decider ----------------------------------------------------------------------------
     def _decide(self, workflow: JSON, tasks: List[JSON]) -> None:
-        """Advance ``workflow`` (DeciderService.decide, then the system tasks, until it settles)."""
+        """Advance ``workflow`` (DeciderService.decide, then the system tasks, until it settles).
+
+        One decide works for at most :data:`DECIDE_SLICE_SECONDS`: a workflow whose system tasks
+        keep it moving (an endless DO_WHILE of system tasks) is then handed to the sweeper to go on,
+        which gives the engine's lock back in between, as conductor-oss re-queues a workflow whose
+        decide nears its lock's lease. Each round costs what it schedules and what is pending, not
+        what the workflow has done before.
+        """
         workflow_id = workflow["workflowId"]
         if workflow["status"] in WORKFLOW_TERMINAL or workflow_id in self._deciding:
             return
         self._deciding.add(workflow_id)
+        tasks = as_task_list(tasks)
+        unsaved: Dict[str, JSON] = {}  # loop tasks whose new iteration is saved when the decide ends
         try:
             self._check_workflow_timeout(workflow)
             if workflow["status"] == "PAUSED":
                 return
-            for _ in range(MAX_DECIDE_ROUNDS):
-                stored = {task["taskId"]: copy.deepcopy(task) for task in tasks if _is_pending(task)}
-                to_schedule = self._evaluate_pending(workflow, tasks)
+            pending = [task for task in tasks if _is_pending(task)]
+            seen_seq = tasks.max_seq()
+            deadline = time.monotonic() + DECIDE_SLICE_SECONDS
+            while True:
+                stored = {task["taskId"]: dict(task) for task in pending}
+                to_schedule = self._evaluate_pending(workflow, tasks, pending)
                 if not to_schedule and self._is_complete(workflow, tasks):
+                    self._save_unsaved(unsaved)
                     self._complete(workflow, tasks)
                     self._keep_stored(stored, tasks)
                     return
                 scheduled = self._schedule(workflow, tasks, to_schedule)
-                if not self._run_system_tasks(workflow, tasks) and not scheduled:
-                    return
-            raise _Terminate("LocalConductor stopped deciding this workflow after %d rounds without a task for "
-                             "a worker (an endless loop of system tasks?)" % MAX_DECIDE_ROUNDS)
+                pending = [task for task in pending if _is_pending(task)]
+                pending += _scheduled_since(tasks, seen_seq)
+                seen_seq = tasks.max_seq()
+                ran = self._run_system_tasks(workflow, tasks, pending, unsaved)
+                pending = [task for task in pending if _is_pending(task)]
+                pending += _scheduled_since(tasks, seen_seq)
+                seen_seq = tasks.max_seq()
+                if not ran and not scheduled:
+                    break
+                if time.monotonic() >= deadline:
+                    self._continue_later(workflow_id)
+                    break
+            self._save_unsaved(unsaved)
         except _Terminate as stop:
+            self._save_unsaved(unsaved)
             if stop.task is not None:
                 self._save_task(stop.task)
             self._end_workflow(workflow, tasks, stop.status, stop.reason, output=stop.output)
         finally:
             self._deciding.discard(workflow_id)
+
+    def _save_unsaved(self, unsaved: Dict[str, JSON]) -> None:
+        for task in unsaved.values():
+            self._save_task(task)
+        unsaved.clear()
 
     def _keep_stored(self, stored: Dict[str, JSON], tasks: List[JSON]) -> None:
         """Undo what the completing decide changed in its tasks' stored state, as conductor-oss does.
@@ -76,24 +107,27 @@ class Decider:
         Its WorkflowExecutorOps.decide completes the workflow and returns before it saves the
         decider's task updates: a failed optional last task stays FAILED (not COMPLETED_WITH_ERRORS)
         and the last task stays ``executed: false`` (measured on 3.32.1). The output and the failed
-        task lists were computed from the decided tasks, as there.
+        task lists were computed from the decided tasks, as there. (``stored`` holds shallow copies
+        taken before the round: the round changes only top-level fields of pending tasks.)
         """
         for task in tasks:
             before = stored.get(task["taskId"])
             if before is not None and before != task:
                 self._persist_task(before)
 
-    def _evaluate_pending(self, workflow: JSON, tasks: List[JSON]) -> List[JSON]:
-        executed_refs = {task["referenceTaskName"] for task in tasks if task.get("executed")}
+    def _evaluate_pending(self, workflow: JSON, tasks: TaskList, pending: List[JSON]) -> List[JSON]:
+        """The tasks to schedule after the pending ones: retries, and what follows those that ended."""
+        pending_ids = {id(task) for task in pending}
+        retried_refs: Set[str] = set()
         to_schedule: Dict[str, JSON] = {}
-        for task in [t for t in tasks if _is_pending(t)]:
+        for task in list(pending):
             changed = self._check_task_timeouts(task)
             if task["status"] in TASK_TERMINAL and task["status"] not in TASK_SUCCESSFUL:
                 retry = self._retry(workflow, tasks, task)
                 changed = True
                 if retry is not None:
                     to_schedule[retry["referenceTaskName"]] = retry
-                    executed_refs.discard(retry["referenceTaskName"])
+                    retried_refs.add(retry["referenceTaskName"])
                 elif task["workflowTask"].get("optional"):
                     task["status"] = "COMPLETED_WITH_ERRORS"
             if not task.get("executed") and not task.get("retried") and task["status"] in TASK_TERMINAL:
@@ -107,7 +141,12 @@ class Decider:
             first = workflow["workflowDefinition"]["tasks"][0]
             for new in self._tasks_for(workflow, tasks, first):
                 to_schedule.setdefault(new["referenceTaskName"], new)
-        return [task for ref, task in to_schedule.items() if ref not in executed_refs]
+
+        def executed_before(ref: str) -> bool:  # executed before this round began
+            return ref not in retried_refs and any(
+                task.get("executed") and id(task) not in pending_ids for task in tasks.with_ref(ref))
+
+        return [task for ref, task in to_schedule.items() if not executed_before(ref)]
 
     def _next_tasks(self, workflow: JSON, tasks: List[JSON], task: JSON) -> List[JSON]:
         """DeciderService.getNextTask: what follows ``task`` (a case, a branch, a loop: see definitions)."""
@@ -117,13 +156,13 @@ class Decider:
         in_loop = bool(task.get("iteration")) and task["taskType"] != "DO_WHILE"
         ref = strip_iteration(task["referenceTaskName"]) if in_loop else task["referenceTaskName"]
         following = next_task(definition, ref)
-        skipped = {t["referenceTaskName"] for t in tasks if t["status"] == "SKIPPED"}
-        while following is not None and following["taskReferenceName"] in skipped:
+        tasks = as_task_list(tasks)
+        while following is not None and any(
+                t["status"] == "SKIPPED" for t in tasks.with_ref(following["taskReferenceName"])):
             following = next_task(definition, following["taskReferenceName"])
         if following is None:
             return []
-        if following.get("type") == "DO_WHILE" and any(
-                t["referenceTaskName"] == following["taskReferenceName"] for t in tasks):
+        if following.get("type") == "DO_WHILE" and tasks.with_ref(following["taskReferenceName"]):
             return []  # the end of a loop's body: the DO_WHILE decides (see _run_do_while)
         return self._tasks_for(workflow, tasks, following, task.get("iteration") or 0 if in_loop else 0)
 
@@ -131,10 +170,12 @@ class Decider:
     def _next_workflow_task(workflow: JSON, ref_name: str) -> Optional[JSON]:
         return next_task(workflow["workflowDefinition"]["tasks"], strip_iteration(ref_name))
 
-    def _new_task(self, workflow: JSON, tasks: List[JSON], workflow_task: JSON) -> JSON:
-        """SimpleTaskMapper: a SCHEDULED task for ``workflow_task`` (not yet persisted)."""
+    def _new_task(self, workflow: JSON, tasks: List[JSON], workflow_task: JSON,
+                  created: Sequence[JSON] = ()) -> JSON:
+        """SimpleTaskMapper: a SCHEDULED task for ``workflow_task`` (not yet persisted); its input is
+        resolved against ``tasks`` and then ``created`` (those made in the same step)."""
         task_def = workflow_task.get("taskDefinition") or dict(TASK_DEF_DEFAULTS, name=workflow_task["name"])
-        task_input = resolve_task_input(workflow_task, task_def, expression_document(workflow, tasks))
+        task_input = resolve_task_input(workflow_task, task_def, expression_document(workflow, tasks, created))
         start_delay = workflow_task.get("startDelay") or 0
         return {
             "taskType": workflow_task["name"], "status": "SCHEDULED", "inputData": task_input,
@@ -173,13 +214,19 @@ class Decider:
         return None if last == "NO_DOMAIN" else last
 
     def _schedule(self, workflow: JSON, tasks: List[JSON], new_tasks: List[JSON]) -> bool:
-        """Persist and enqueue ``new_tasks`` (deduplicated on refName + retryCount); True if any was new."""
-        existing = {(task["referenceTaskName"], task["retryCount"]) for task in tasks}
-        seq = max((task["seq"] for task in tasks), default=0)
+        """Persist and enqueue ``new_tasks`` (deduplicated on refName + retryCount); True if any was new.
+
+        The new tasks are appended to ``tasks`` (the decide's :class:`TaskList`, or a plain list).
+        """
+        index = as_task_list(tasks)
+        added: Set[Tuple[str, int]] = set()
+        seq = index.max_seq()
         scheduled = False
         for task in new_tasks:
-            if (task["referenceTaskName"], task["retryCount"]) in existing:
+            key = (task["referenceTaskName"], task["retryCount"])
+            if index.has_attempt(*key) and key not in added:
                 continue
+            added.add(key)
             seq += 1
             delay_ms = task.pop("_delayMs", (task.get("callbackAfterSeconds") or 0) * 1000)
             task["seq"] = seq
@@ -193,6 +240,8 @@ class Decider:
             if not system:
                 self._push(task, delay_ms)
             tasks.append(task)
+            if index is not tasks:
+                index.append(task)
             scheduled = True
         if scheduled:
             self._save_workflow(workflow)
@@ -254,6 +303,14 @@ class Decider:
         self._save_workflow(workflow)
         self._cancel_children(tasks, workflow["status"], reason)
         self._notify_parent(workflow)
+
+
+def _scheduled_since(tasks: TaskList, seq: int) -> List[JSON]:
+    """The tasks scheduled after the one numbered ``seq`` (they are at the end of the list)."""
+    start = len(tasks)
+    while start > 0 and (tasks[start - 1].get("seq") or 0) > seq:
+        start -= 1
+    return [task for task in tasks[start:] if _is_pending(task)]
 
 
 def _is_pending(task: JSON) -> bool:

@@ -15,17 +15,28 @@ from typing import Any, Dict, Iterator, List, Optional
 
 JSON = Dict[str, Any]
 
+#: System tasks of conductor-oss 3.32.1 (some from its optional modules) that LocalConductor does not
+#: run: accepted at registration, and failed, with a reason that names the type, when reached.
+UNSUPPORTED_SYSTEM_TYPES = frozenset({
+    "EVENT", "KAFKA_PUBLISH", "JDBC", "LAMBDA", "EXCLUSIVE_JOIN", "FORK", "PULL_WORKFLOW_MESSAGES",
+    "LLM_TEXT_COMPLETE", "LLM_CHAT_COMPLETE", "LLM_INDEX_TEXT", "LLM_SEARCH_INDEX", "LLM_GENERATE_EMBEDDINGS",
+    "LLM_STORE_EMBEDDINGS", "LLM_GET_EMBEDDINGS", "GENERATE_IMAGE", "GENERATE_AUDIO", "GENERATE_VIDEO",
+    "GENERATE_PDF", "LIST_MCP_TOOLS", "CALL_MCP_TOOL", "AGENT", "GET_AGENT_CARD", "CANCEL_AGENT",
+})
 #: Task types the server executes itself (never handed to a worker's poll).
 SYSTEM_TASK_TYPES = frozenset({
-    "SWITCH", "DECISION", "FORK_JOIN", "FORK", "JOIN", "FORK_JOIN_DYNAMIC", "DO_WHILE",
+    "SWITCH", "DECISION", "FORK_JOIN", "JOIN", "FORK_JOIN_DYNAMIC", "DO_WHILE",
     "SUB_WORKFLOW", "START_WORKFLOW", "WAIT", "HUMAN", "NOOP", "SET_VARIABLE", "TERMINATE",
-    "INLINE", "JSON_JQ_TRANSFORM", "HTTP", "EXCLUSIVE_JOIN",
-})
-#: Types conductor-oss 3.32.1 accepts without a mapper of their own: its decider maps them as user
-#: tasks (UserDefinedTaskMapper), queued under the type for whoever polls or updates them.
-USER_DEFINED_TYPES = frozenset({"YIELD"})
-#: What a workflow definition may use in LocalConductor.
-SUPPORTED_TYPES = SYSTEM_TASK_TYPES - {"FORK", "EXCLUSIVE_JOIN"} | {"SIMPLE", "DYNAMIC"} | USER_DEFINED_TYPES
+    "INLINE", "JSON_JQ_TRANSFORM", "HTTP",
+}) | UNSUPPORTED_SYSTEM_TYPES
+
+
+def is_user_defined(kind: str) -> bool:
+    """A type with no task mapper of its own (``YIELD``, a made-up name): conductor-oss 3.32.1 maps it as a
+    user task (UserDefinedTaskMapper), queued under the type for whoever polls or updates it."""
+    return kind not in SYSTEM_TASK_TYPES and kind not in ("SIMPLE", "DYNAMIC")
+
+
 #: Built-in control-flow tasks: never retried (conductor-oss's ``TaskType.isBuiltIn``).
 BUILT_IN_TYPES = frozenset({"SWITCH", "DECISION", "FORK", "JOIN", "EXCLUSIVE_JOIN", "DO_WHILE"})
 

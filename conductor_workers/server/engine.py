@@ -10,7 +10,8 @@ definition tree they walk is in :mod:`.definitions`).
 :class:`Engine` is put together from one mixin per concern (:mod:`.metadata`, :mod:`.workflows`,
 :mod:`.tasks`, :mod:`.decider`, :mod:`.timeouts`, :mod:`.retries`, :mod:`.sweeper`,
 :mod:`.payloads`, :mod:`.system_tasks`, :mod:`.workflow_ops`, :mod:`.signals`,
-:mod:`.mock_runs`); this module owns its state and life cycle, its transactions and the
+:mod:`.mock_runs`) and has two collaborators of its own, :class:`~.search.Search` and
+:class:`~.events.EventHandlers`; this module owns its state and life cycle, its transactions and the
 persistence helpers that every operation uses.
 
 Concurrency: one re-entrant lock guards the store; every public operation runs inside one
@@ -28,6 +29,7 @@ from typing import Deque, Dict, Iterable, Iterator, Optional, Set, Tuple
 
 from .decider import Decider
 from .definitions import SYSTEM_TASK_TYPES
+from .events import EventHandlers
 from .http_task import HTTP_POOL_THREADS, HttpCaller, HttpCallPool
 from .metadata import Metadata
 from .mock_runs import MockRuns
@@ -35,14 +37,17 @@ from .model import JSON, TASK_TERMINAL, WORKFLOW_TERMINAL, now_ms, queue_name
 from .payloads import TASK_PAYLOADS, WORKFLOW_PAYLOADS, PayloadLimits, PayloadStorage
 from .retries import Retries
 from .scripts import ScriptLimits, Scripts
+from .search import Search
 from .signals import Signals
 from .store import _Store
 from .subworkflows import Trampoline
 from .sweeper import Sweeper
+from .task_list import TaskList
 from .system_tasks import SystemTasks
 from .tasks import Tasks
 from .timeouts import Timeouts, _task_deadline, _workflow_deadline
 from .workflow_ops import WorkflowOps
+from .views import task_view
 from .workflows import Workflows
 
 
@@ -61,6 +66,8 @@ class Engine(Metadata, Workflows, Tasks, Decider, Timeouts, Retries, Sweeper, Pa
         self._scripts = Scripts(script_limits)
         self._deciding: Set[str] = set()  # workflows being decided now (a child must not re-enter)
         self._deferred_decides: Deque[str] = deque()  # children too deep to decide at once (the sweeper does)
+        self._unfinished_decides: Deque[str] = deque()  # decides that ran out of time (the sweeper goes on)
+        self._kept_for_next_slice: Dict[str, Tuple[JSON, TaskList, int]] = {}  # their state, if unchanged
         self._parents_to_decide: Trampoline[str] = Trampoline(self._decide_parent)
         self._children_to_end: Trampoline[Tuple[str, str]] = Trampoline(self._end_child)
         self._lock = threading.RLock()
@@ -75,6 +82,9 @@ class Engine(Metadata, Workflows, Tasks, Decider, Timeouts, Retries, Sweeper, Pa
         self._sweeper_next = 0.0  # epoch ms the sweeper sleeps until
         self._sweeper: Optional[threading.Thread] = None
         self._closed = False
+        # collaborators of their own: search on the index tables, the event-handler API
+        self.search = Search(self._tx, lambda workflow: self._workflow_view(workflow, []), task_view)
+        self.event_handlers = EventHandlers(self._tx)
 
     # Life cycle -----------------------------------------------------------------------------
     def start(self) -> None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import copy
 import json
 import re
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
-from .definitions import strip_iteration
 from .model import JSON
+from .task_list import TaskList, as_task_list
 
 _WHOLE_EXPRESSION = re.compile(r"^\$\{([^}]*)\}$")
 _EXPRESSION = re.compile(r"(?<!\$)\$\{([^}]*)\}")
@@ -31,7 +31,7 @@ def lookup_path(document: Any, path: str) -> Any:
             current = current[int(index)]
         else:
             name = key if key is not None else (quoted if quoted is not None else dquoted)
-            if not isinstance(current, dict):
+            if not isinstance(current, (dict, ExpressionDocument)):
                 return None
             current = current.get(name)
         if current is None:
@@ -49,7 +49,7 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def resolve(value: Any, document: JSON) -> Any:
+def resolve(value: Any, document: Any) -> Any:
     """Resolve ``${...}`` expressions in ``value`` (recursively through dicts and lists).
 
     A string that is exactly one expression keeps the JSON type of what it points to; embedded
@@ -72,7 +72,7 @@ def resolve(value: Any, document: JSON) -> Any:
     return value
 
 
-def resolve_task_input(workflow_task: JSON, task_def: JSON, document: JSON) -> JSON:
+def resolve_task_input(workflow_task: JSON, task_def: JSON, document: Any) -> JSON:
     """ParametersUtils.getTaskInputV2: a task's input from its inputParameters and TaskDef.
 
     The TaskDef's ``inputTemplate`` fills the keys the parameters lack, then everything is resolved
@@ -97,11 +97,45 @@ _TASK_CONTEXT_FIELDS = (
 )
 
 
-def expression_document(workflow: JSON, tasks: Sequence[JSON]) -> JSON:
-    """The document ``${...}`` expressions are evaluated against (see ParametersUtils)."""
-    wf_def = workflow.get("workflowDefinition") or {}
-    document: JSON = {
-        "workflow": {
+class ExpressionDocument:
+    """The document ``${...}`` expressions are evaluated against (see ParametersUtils): the
+    ``workflow`` entry and one entry per task reference name (the latest attempt of a name wins; a
+    DO_WHILE's task also answers to its name without ``__N``).
+
+    Entries are looked up when an expression names them, through the tasks' index: a document
+    costs nothing to make, whatever the number of tasks. ``created`` are tasks being made in the
+    same step (not yet scheduled); they come after ``tasks``.
+    """
+
+    def __init__(self, workflow: JSON, tasks: Sequence[JSON] = (), created: Sequence[JSON] = ()) -> None:
+        self._workflow = workflow
+        self._tasks = tasks
+        self._created = created
+        self._indexes: Optional[Tuple[TaskList, TaskList]] = None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        task = self._task(name)
+        if task is not None:
+            entry = {field: task.get(field) for field in _TASK_CONTEXT_FIELDS}
+            entry["input"] = task.get("inputData") or {}
+            entry["output"] = task.get("outputData") or {}
+            return entry
+        if name == "workflow":
+            return self._workflow_entry()
+        return default
+
+    def _task(self, name: str) -> Optional[JSON]:
+        if self._indexes is None:
+            self._indexes = (_indexed(self._tasks), _indexed(self._created))
+        stored, created = (index.latest(name) for index in self._indexes)
+        if created is not None and (stored is None or (created.get("seq") or 0) >= (stored.get("seq") or 0)):
+            return created
+        return stored
+
+    def _workflow_entry(self) -> JSON:
+        workflow = self._workflow
+        wf_def = workflow.get("workflowDefinition") or {}
+        return {
             "input": workflow.get("input") or {},
             "output": workflow.get("output") or {},
             "status": workflow.get("status"),
@@ -118,12 +152,12 @@ def expression_document(workflow: JSON, tasks: Sequence[JSON]) -> JSON:
             "createTime": workflow.get("createTime"),
             "createdBy": workflow.get("createdBy"),
         }
-    }
-    for task in sorted(tasks, key=lambda t: t.get("seq") or 0):  # the latest attempt of a name wins
-        entry = {field: task.get(field) for field in _TASK_CONTEXT_FIELDS}
-        entry["input"] = task.get("inputData") or {}
-        entry["output"] = task.get("outputData") or {}
-        document[task["referenceTaskName"]] = entry
-        if task.get("iteration"):  # a DO_WHILE's task: also under its name without ``__N``
-            document[strip_iteration(task["referenceTaskName"])] = entry
-    return document
+
+
+def _indexed(tasks: Sequence[JSON]) -> TaskList:
+    return as_task_list(tasks if isinstance(tasks, list) else list(tasks))
+
+
+def expression_document(workflow: JSON, tasks: Sequence[JSON] = (), created: Sequence[JSON] = ()) -> ExpressionDocument:
+    """The document ``${...}`` expressions in ``workflow`` are evaluated against (see :class:`ExpressionDocument`)."""
+    return ExpressionDocument(workflow, tasks, created)

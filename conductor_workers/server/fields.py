@@ -43,7 +43,7 @@ WORKFLOW_TASK_FIELDS: Dict[str, FieldSpec] = {
     "decisionCases": "dict", "defaultCase": "list", "forkTasks": "list", "joinOn": "list",
     "loopCondition": "str", "loopOver": "list", "subWorkflowParam": "dict", "dynamicTaskNameParam": "str",
     "dynamicForkTasksParam": "str", "dynamicForkTasksInputParamName": "str", "evaluatorType": "str",
-    "expression": "str", "caseValueParam": "str", "caseExpression": "str", "scriptExpression": "str",
+    "expression": "str", "caseValueParam": "str", "caseExpression": "str", "scriptExpression": "str", "sink": "str",
 }
 WORKFLOW_TASK_DEFAULTS: JSON = {
     "inputParameters": {}, "type": "SIMPLE", "startDelay": 0, "optional": False,

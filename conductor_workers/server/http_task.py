@@ -15,7 +15,10 @@
 * **A bounded answer**: the body is read up to the task payload maximum (10 MB by default) and no
   further; the whole call must end within its connection and read timeouts plus
   :data:`CALL_GRACE_SECONDS`, so a server that sends one byte at a time cannot hold a thread.
-* The result is reported back like a worker's (:meth:`HttpTask.finish_system_task`).
+* The result is reported back like a worker's (:meth:`HttpTask.finish_system_task`). With
+  ``asyncComplete: true`` on the workflow task (HTTPTaskMapper copies it into the input, over any
+  ``asyncComplete`` given there), a 2xx answer leaves the task ``IN_PROGRESS`` with the response
+  as its output, until an update (``POST /tasks``) completes it, as on conductor-oss.
 """
 
 from __future__ import annotations
@@ -360,6 +363,8 @@ class HttpTask:
         if task is None or task["status"] != "IN_PROGRESS":
             return  # ended while it waited for a thread (its workflow was terminated)
         status, output, reason = self._http_caller.call(call)
+        if status == "COMPLETED" and task["inputData"].get("asyncComplete") is True:
+            status = "IN_PROGRESS"  # asyncComplete: the answer is kept, an external update completes it
         self.finish_system_task(task_id, status, output, reason)
 
     def finish_system_task(self, task_id: str, status: str, output: JSON, reason: Optional[str]) -> None:

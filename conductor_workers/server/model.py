@@ -51,6 +51,17 @@ def clamp_ms(value: Optional[int]) -> Optional[int]:
     return None if value is None else max(-MAX_MS, min(MAX_MS, value))
 
 
+def queue_wait_time(task: JSON) -> int:
+    """``Task.getQueueWaitTime``: how long the task waited in its queue before it started, in ms."""
+    start, scheduled = task.get("startTime") or 0, task.get("scheduledTime") or 0
+    if start > 0 and scheduled > 0:
+        update, callback = task.get("updateTime") or 0, task.get("callbackAfterSeconds") or 0
+        if update > 0 and callback > 0:
+            return max(0, now_ms() - (update + callback * 1000))
+        return start - scheduled
+    return 0
+
+
 def _strip_nulls(obj: JSON) -> JSON:
     return {key: value for key, value in obj.items() if value is not None}
 

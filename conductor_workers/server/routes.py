@@ -1,17 +1,18 @@
-"""The Conductor REST API: :class:`Api` routes every path under ``/api`` (metadata, tasks,
-workflows, external payload storage, health) to the engine's operations and shapes their
-answers as the server does."""
+"""The Conductor REST API: :class:`Api` routes every path under ``/api`` (metadata, event
+handlers, tasks, workflows, search, external payload storage, health) to the engine's operations
+and shapes their answers as the server does."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 from urllib.parse import quote
 
 from .auth import TokenAuth
 from .engine import Engine
 from .errors import BadRequest, EngineError, NotFound
 from .model import RESULT_STATUSES
+from .search import sort_list
 from .signals import signal_strategy
 from .validation import check_priority
 from .wire import Request, Response, Router, error_response, json_response, text_response
@@ -67,6 +68,8 @@ class Api:
         add("GET", "/api/tasks/queue/all", lambda r: json_response(200, self.engine.all_queue_sizes()))
         add("GET", "/api/tasks/queue/polldata", self.poll_data)
         add("GET", "/api/tasks/queue/polldata/all", lambda r: json_response(200, self.engine.poll_data(None)))
+        add("GET", "/api/tasks/search", lambda r: self._search(r, self.engine.search.tasks))
+        add("GET", "/api/tasks/search-v2", lambda r: self._search(r, self.engine.search.tasks_v2))
         add("GET", "/api/tasks/{taskId}",
             lambda r: json_response(200, self.engine.get_task(r.params["taskId"])))
         add("POST", "/api/tasks/{taskId}/log", self.add_log)
@@ -76,8 +79,16 @@ class Api:
         add("POST", "/api/tasks/{workflowId}/{status}/signal/sync", self.signal_sync)
         add("POST", "/api/tasks/{workflowId}/{taskRefName}/{status}", self.update_by_ref)
         add("POST", "/api/tasks/{workflowId}/{taskRefName}/{status}/sync", self.update_by_ref_sync)
-        # Workflows
+        # Event handlers (stored, never run: LocalConductor has no event queues)
+        add("POST", "/api/event", self.add_event_handler)
+        add("PUT", "/api/event", self.update_event_handler)
+        add("GET", "/api/event", lambda r: json_response(200, self.engine.event_handlers.all()))
+        add("GET", "/api/event/{event}", self.event_handlers_for_event)
+        add("DELETE", "/api/event/{name}", self.remove_event_handler)
+        # Workflows (search before the generic /{workflowId})
         add("POST", "/api/workflow", self.start_workflow_request)
+        add("GET", "/api/workflow/search", lambda r: self._search(r, self.engine.search.workflows))
+        add("GET", "/api/workflow/search-v2", lambda r: self._search(r, self.engine.search.workflows_v2))
         add("GET", "/api/workflow/running/{name}", self.running)
         add("POST", "/api/workflow/test", self.test_workflow)  # before POST /workflow/{name}
         add("POST", "/api/workflow/execute/{name}/{version}", self.execute_workflow)
@@ -141,6 +152,31 @@ class Api:
         version = _int_path(request.params["version"], "version")
         self.engine.delete_workflow_def(request.params["name"], version)
         return Response(200)
+
+    # Event handlers ---------------------------------------------------------------------------
+    def add_event_handler(self, request: Request) -> Response:
+        self.engine.event_handlers.add(request.json())
+        return Response(200)
+
+    def update_event_handler(self, request: Request) -> Response:
+        self.engine.event_handlers.update(request.json())
+        return Response(200)
+
+    def event_handlers_for_event(self, request: Request) -> Response:
+        handlers = self.engine.event_handlers.for_event(request.params["event"], request.bool_arg("activeOnly", True))
+        return json_response(200, handlers)
+
+    def remove_event_handler(self, request: Request) -> Response:
+        self.engine.event_handlers.remove(request.params["name"])
+        return Response(200)
+
+    # Search -------------------------------------------------------------------------------------
+    @staticmethod
+    def _search(request: Request, search: Callable[..., Any]) -> Response:
+        """``start``, ``size``, ``sort`` (``field:ASC|DESC``, ``|`` between), ``freeText``, ``query``."""
+        result = search(request.arg("query"), request.arg("freeText", "*"), request.int_arg("start", 0) or 0,
+                        _size_arg(request), sort_list(request.arg("sort")))
+        return json_response(200, result)
 
     # Tasks --------------------------------------------------------------------------------------
     def batch_poll(self, request: Request) -> Response:
@@ -339,6 +375,11 @@ class Api:
     def running(self, request: Request) -> Response:
         version = request.int_arg("version", 1)
         return json_response(200, self.engine.running(request.params["name"], version or 1))
+
+
+def _size_arg(request: Request) -> int:
+    size = request.int_arg("size", 100)
+    return 100 if size is None else size
 
 
 def _long_arg(request: Request, name: str, default: int) -> int:

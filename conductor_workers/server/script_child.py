@@ -73,27 +73,53 @@ def _alarm(seconds: float) -> None:
         signal.setitimer(signal.ITIMER_REAL, seconds)
 
 
-def _javascript(time_limit_ms: int, memory_mb: int) -> Callable[[str, bytes], bytes]:
-    racer = importlib.import_module("py_mini_racer")
-    context = racer.MiniRacer()
-    context.set_hard_memory_limit(memory_mb * 1024 * 1024)
+GC_EVERY = 64  # evaluations between two full collections of a JavaScript runner's heap
 
-    def evaluate(source: str, data: bytes) -> bytes:
+
+class _JavaScript:
+    """One V8 context evaluating programs; ``evaluate`` answers one evaluation (``=`` JSON, ``!`` error,
+    ``T`` timeout, ``M`` memory)."""
+
+    def __init__(self, time_limit_ms: int, memory_mb: int) -> None:
+        self._racer = importlib.import_module("py_mini_racer")
+        self._time_limit_ms = time_limit_ms
+        self._limit = memory_mb * 1024 * 1024
+        self._context = self._new_context()
+        self._evaluations = 0
+
+    def _new_context(self) -> Any:
+        context = self._racer.MiniRacer()
+        context.set_hard_memory_limit(self._limit)
+        return context
+
+    def _tidy(self) -> None:
+        """Every program is new source text (its input is in it), and V8 keeps what it compiled until a
+        full collection: ask for one now and then, and start a new context when the heap stays large,
+        so that many evaluations never add up to the memory limit of one."""
+        self._evaluations += 1
+        if self._evaluations % GC_EVERY:
+            return
+        self._context.low_memory_notification()
+        if self._context.heap_stats().get("used_heap_size", 0) > self._limit // 2:
+            self._context.close()
+            self._context = self._new_context()
+
+    def evaluate(self, source: str, data: bytes) -> bytes:
         program = ("(function () { var $ = %s; var __value = eval(%s); "
                    "return __value === undefined ? 'null' : JSON.stringify(__value); })()") % (
                        data.decode("utf-8"), json.dumps(source))
         try:
-            text = context.eval(program, timeout=time_limit_ms)
+            text = self._context.eval(program, timeout=self._time_limit_ms)
         except Exception as error:  # mini-racer's JSEvalException, JSTimeoutException, JSOOMException
+            self._tidy()
             name = type(error).__name__
             if name == "JSOOMException":
                 return b"M"
             if name == "JSTimeoutException":
                 return b"T"
             return b"!" + json.dumps(str(error)).encode("ascii")
+        self._tidy()
         return b"=" + ("null" if text is None else text).encode("utf-8")  # None: JSON.stringify(function)
-
-    return evaluate
 
 
 def _jq() -> Callable[[str, bytes], bytes]:
@@ -118,7 +144,7 @@ def _jq() -> Callable[[str, bytes], bytes]:
 def serve(kind: str, time_limit_ms: int, memory_mb: int, requests: BinaryIO, answers: BinaryIO) -> None:
     """Answer requests until the end of ``requests``."""
     _limit_memory(kind, memory_mb)
-    evaluate = _javascript(time_limit_ms, memory_mb) if kind == "javascript" else _jq()
+    evaluate = _JavaScript(time_limit_ms, memory_mb).evaluate if kind == "javascript" else _jq()
     while True:
         source_line = requests.readline()
         data = requests.readline()

@@ -1,6 +1,6 @@
 """SQLite persistence: the schema and :class:`_Store`, where every piece of state lives (task and
-workflow definitions, workflows, tasks, queue entries with their due times, poll data, task logs
-and external payloads)."""
+workflow definitions, event handlers, workflows, tasks and their search index, queue entries with
+their due times, poll data, task logs and external payloads)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import json
 import sqlite3
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from .model import JSON, clamp_ms
+from .model import JSON, clamp_ms, queue_wait_time
+from .search import summary_json, task_summary, workflow_summary
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS task_defs (name TEXT PRIMARY KEY, body TEXT NOT NULL);
@@ -36,7 +37,44 @@ CREATE TABLE IF NOT EXISTS task_logs (
     created_time INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS task_logs_by_task ON task_logs (task_id);
 CREATE TABLE IF NOT EXISTS payloads (key TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS event_handlers (
+    name TEXT PRIMARY KEY, event TEXT NOT NULL, active INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS event_handlers_by_event ON event_handlers (event);
+CREATE TABLE IF NOT EXISTS workflow_index (
+    workflow_id TEXT PRIMARY KEY, correlation_id TEXT, workflow_type TEXT NOT NULL, start_time INTEGER,
+    update_time INTEGER, end_time INTEGER NOT NULL, status TEXT NOT NULL, parent_workflow_id TEXT NOT NULL,
+    classifier TEXT NOT NULL, json_data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS workflow_index_type ON workflow_index (workflow_type, start_time);
+CREATE INDEX IF NOT EXISTS workflow_index_type_status ON workflow_index (workflow_type, status, start_time);
+CREATE INDEX IF NOT EXISTS workflow_index_status ON workflow_index (status, start_time);
+CREATE INDEX IF NOT EXISTS workflow_index_correlation ON workflow_index (correlation_id);
+CREATE INDEX IF NOT EXISTS workflow_index_start ON workflow_index (start_time);
+CREATE INDEX IF NOT EXISTS workflow_index_update ON workflow_index (update_time);
+CREATE INDEX IF NOT EXISTS workflow_index_end ON workflow_index (end_time);
+CREATE INDEX IF NOT EXISTS workflow_index_parent ON workflow_index (parent_workflow_id);
+CREATE TABLE IF NOT EXISTS task_index (
+    task_id TEXT PRIMARY KEY, workflow_id TEXT NOT NULL, correlation_id TEXT, task_type TEXT,
+    task_def_name TEXT, status TEXT NOT NULL, start_time INTEGER NOT NULL, end_time INTEGER NOT NULL,
+    update_time INTEGER NOT NULL, workflow_type TEXT, json_data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS task_index_type ON task_index (task_type, status);
+CREATE INDEX IF NOT EXISTS task_index_def_name ON task_index (task_def_name, status);
+CREATE INDEX IF NOT EXISTS task_index_workflow ON task_index (workflow_id);
+CREATE INDEX IF NOT EXISTS task_index_status ON task_index (status);
+CREATE INDEX IF NOT EXISTS task_index_update ON task_index (update_time);
 """
+# An index row is updated in place (its rowid, the default search order, stays the first save's).
+_UPSERT_WORKFLOW_INDEX = (
+    "INSERT INTO workflow_index VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workflow_id) DO UPDATE SET "
+    "correlation_id = excluded.correlation_id, workflow_type = excluded.workflow_type, "
+    "start_time = excluded.start_time, update_time = excluded.update_time, end_time = excluded.end_time, "
+    "status = excluded.status, parent_workflow_id = excluded.parent_workflow_id, "
+    "classifier = excluded.classifier, json_data = excluded.json_data")
+_UPSERT_TASK_INDEX = (
+    "INSERT INTO task_index VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET "
+    "correlation_id = excluded.correlation_id, task_type = excluded.task_type, "
+    "task_def_name = excluded.task_def_name, status = excluded.status, start_time = excluded.start_time, "
+    "end_time = excluded.end_time, update_time = excluded.update_time, "
+    "workflow_type = excluded.workflow_type, json_data = excluded.json_data")
 
 
 def _dumps(obj: Any) -> str:
@@ -56,6 +94,7 @@ class _Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._depth = 0
+        self._index_unindexed()
 
     def close(self) -> None:
         self._db.close()
@@ -80,6 +119,10 @@ class _Store:
             raise
         self._depth = 0
         self._db.execute("COMMIT")
+
+    def changes(self) -> int:
+        """How many rows were written since the store was opened (a write anywhere changes it)."""
+        return self._db.total_changes
 
     def _one(self, sql: str, args: Sequence[Any] = ()) -> Any:
         row = self._db.execute(sql, args).fetchone()
@@ -131,6 +174,41 @@ class _Store:
             (workflow["workflowId"], wf_def["name"], wf_def["version"], workflow["status"], clamp_ms(deadline),
              _dumps(workflow)),
         )
+        self._index_workflow(workflow)
+
+    def _index_workflow(self, workflow: JSON) -> None:
+        summary = workflow_summary(workflow)
+        self._db.execute(_UPSERT_WORKFLOW_INDEX, (
+            workflow["workflowId"], workflow.get("correlationId"), summary["workflowType"],
+            clamp_ms(workflow.get("createTime")), clamp_ms(workflow.get("updateTime")),
+            clamp_ms(workflow.get("endTime") or 0), workflow["status"], summary["parentWorkflowId"],
+            summary["classifier"], summary_json(summary)))
+
+    def _index_task(self, task: JSON) -> None:
+        self._db.execute(_UPSERT_TASK_INDEX, (
+            task["taskId"], task["workflowInstanceId"], task.get("correlationId"), task.get("taskType"),
+            task.get("taskDefName"), task["status"], clamp_ms(task.get("startTime") or 0),
+            clamp_ms(task.get("endTime") or 0), clamp_ms(task.get("updateTime") or 0), task.get("workflowType"),
+            summary_json(task_summary(task, queue_wait_time(task)))))
+
+    def _index_unindexed(self) -> None:
+        """Index what a database written before the index existed holds (nothing, usually)."""
+        with self.transaction():
+            for body in self._bodies("SELECT body FROM workflows WHERE workflow_id NOT IN "
+                                     "(SELECT workflow_id FROM workflow_index) ORDER BY rowid"):
+                self._index_workflow(body)
+            for body in self._bodies("SELECT body FROM tasks WHERE task_id NOT IN "
+                                     "(SELECT task_id FROM task_index) ORDER BY rowid"):
+                self._index_task(body)
+
+    def search_index(self, table: str, select: str, where: str, params: Sequence[Any], order_by: str,
+                     limit: int, offset: int) -> Tuple[int, List[str]]:
+        """(matches, the page's ``select`` column) of ``workflow_index`` or ``task_index`` (see :mod:`.search`)."""
+        assert table in ("workflow_index", "task_index") and select in ("json_data", "workflow_id", "task_id")
+        total = int(self._one("SELECT COUNT(*) FROM %s%s" % (table, where), params))
+        rows = self._db.execute("SELECT %s FROM %s%s%s LIMIT ? OFFSET ?" % (select, table, where, order_by),
+                                list(params) + [limit, offset])
+        return total, [row[0] for row in rows]
 
     def get_workflow(self, workflow_id: str) -> Optional[JSON]:
         body = self._one("SELECT body FROM workflows WHERE workflow_id = ?", (workflow_id,))
@@ -143,7 +221,9 @@ class _Store:
             self.remove_from_queue(task_id)
             self._db.execute("DELETE FROM task_logs WHERE task_id = ?", (task_id,))
         self._db.execute("DELETE FROM tasks WHERE workflow_id = ?", (workflow_id,))
+        self._db.execute("DELETE FROM task_index WHERE workflow_id = ?", (workflow_id,))
         self._db.execute("DELETE FROM workflows WHERE workflow_id = ?", (workflow_id,))
+        self._db.execute("DELETE FROM workflow_index WHERE workflow_id = ?", (workflow_id,))
 
     def pending_workflow_ids(self, name: str) -> List[str]:
         rows = self._db.execute(
@@ -157,6 +237,7 @@ class _Store:
             (task["taskId"], task["workflowInstanceId"], task["seq"], task["status"], clamp_ms(deadline),
              _dumps(task)),
         )
+        self._index_task(task)
 
     def get_task(self, task_id: str) -> Optional[JSON]:
         body = self._one("SELECT body FROM tasks WHERE task_id = ?", (task_id,))
@@ -169,10 +250,12 @@ class _Store:
         for (task_id,) in self._db.execute("SELECT task_id FROM tasks WHERE workflow_id = ?", (workflow_id,)):
             self.remove_from_queue(task_id)
         self._db.execute("DELETE FROM tasks WHERE workflow_id = ?", (workflow_id,))
+        self._db.execute("DELETE FROM task_index WHERE workflow_id = ?", (workflow_id,))
 
     def delete_task(self, task_id: str) -> None:
         self.remove_from_queue(task_id)
         self._db.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
+        self._db.execute("DELETE FROM task_index WHERE task_id = ?", (task_id,))
 
     def due_workflow_ids(self, now: int) -> List[str]:
         """Workflows with a deadline (their own or one of their tasks') that has passed."""
@@ -235,6 +318,27 @@ class _Store:
 
     def put_payload(self, key: str, body: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO payloads (key, body) VALUES (?, ?)", (key, body))
+
+    # Event handlers -------------------------------------------------------------------------
+    def get_event_handler(self, name: str) -> Optional[JSON]:
+        body = self._one("SELECT body FROM event_handlers WHERE name = ?", (name,))
+        return None if body is None else json.loads(body)
+
+    def put_event_handler(self, handler: JSON) -> None:
+        self._db.execute("INSERT INTO event_handlers VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                         "event = excluded.event, active = excluded.active, body = excluded.body",
+                         (handler["name"], handler["event"], int(handler["active"]), _dumps(handler)))
+
+    def delete_event_handler(self, name: str) -> bool:
+        return self._db.execute("DELETE FROM event_handlers WHERE name = ?", (name,)).rowcount > 0
+
+    def event_handlers(self, event: Optional[str] = None, active_only: bool = False) -> List[JSON]:
+        sql, args = "SELECT body FROM event_handlers", []  # type: Tuple[str, List[Any]]
+        if event is not None:
+            sql, args = sql + " WHERE event = ?", [event]
+            if active_only:
+                sql += " AND active"
+        return self._bodies(sql + " ORDER BY rowid", args)
 
     def get_payload(self, key: str) -> Optional[str]:
         return self._one("SELECT body FROM payloads WHERE key = ?", (key,))

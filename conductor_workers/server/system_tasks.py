@@ -23,12 +23,13 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from .control_flow import ControlFlow, java_string
-from .definitions import SYSTEM_TASK_TYPES, USER_DEFINED_TYPES, walk, with_iteration
+from .definitions import SYSTEM_TASK_TYPES, UNSUPPORTED_SYSTEM_TYPES, is_user_defined, walk, with_iteration
 from .errors import _Terminate
 from .fields import TASK_DEF_DEFAULTS
 from .http_task import HttpTask
 from .model import JSON, TASK_TERMINAL
 from .scripts import ScriptError, Scripts
+from .task_list import TaskList, as_task_list
 from .subworkflows import SubWorkflows
 
 #: What a system task without a task definition of its own runs with (conductor-oss's defaults).
@@ -93,20 +94,25 @@ class SystemTasks(ControlFlow, SubWorkflows, HttpTask):
     def _tasks_for(self, workflow: JSON, tasks: List[JSON], workflow_task: JSON, iteration: int = 0,
                    created: Optional[List[JSON]] = None) -> List[JSON]:
         """``DeciderService.getTasksToBeScheduled``: new tasks for ``workflow_task`` (and children)."""
-        created = [] if created is None else created
+        created = TaskList() if created is None else created
+        tasks = as_task_list(tasks)
         kind = workflow_task.get("type") or "SIMPLE"
         mapper = _MAPPERS.get(kind)
-        batch = mapper(self, workflow, tasks, workflow_task, iteration, created) if mapper else [
-            self._task(workflow, tasks, workflow_task, iteration, created)]
-        present = {task["referenceTaskName"] for task in tasks
-                   if task["status"] == "IN_PROGRESS" or task["status"] in TASK_TERMINAL}
-        return [task for task in batch if task["referenceTaskName"] not in present]
+        if mapper is None:
+            mapper = SystemTasks._map_user_defined if is_user_defined(kind) else SystemTasks._map_simple
+        batch = mapper(self, workflow, tasks, workflow_task, iteration, created)
+
+        def present(ref: str) -> bool:
+            return any(task["status"] == "IN_PROGRESS" or task["status"] in TASK_TERMINAL
+                       for task in tasks.with_ref(ref))
+
+        return [task for task in batch if not present(task["referenceTaskName"])]
 
     def _task(self, workflow: JSON, tasks: List[JSON], workflow_task: JSON, iteration: int,
               created: List[JSON], task_type: Optional[str] = None, def_name: Optional[str] = None,
               status: str = "SCHEDULED") -> JSON:
         """One task of ``workflow_task``; input resolved against the tasks so far (and ``created``)."""
-        task = self._new_task(workflow, tasks + created, workflow_task)
+        task = self._new_task(workflow, tasks, workflow_task, created)
         if iteration:
             task["referenceTaskName"] = with_iteration(workflow_task["taskReferenceName"], iteration)
             task["iteration"] = iteration
@@ -127,13 +133,31 @@ class SystemTasks(ControlFlow, SubWorkflows, HttpTask):
         task = self._task(workflow, tasks, workflow_task, iteration, created, kind, status=status)
         if kind == "WAIT":
             self._map_wait(task)
-        elif kind == "HTTP":
-            task["inputData"].setdefault("asyncComplete", False)
+        elif kind == "HTTP":  # HTTPTaskMapper: the workflow task's own field, whatever the input says
+            task["inputData"]["asyncComplete"] = workflow_task.get("asyncComplete")
+        return [task]
+
+    def _map_simple(self, workflow: JSON, tasks: List[JSON], workflow_task: JSON, iteration: int,
+                    created: List[JSON]) -> List[JSON]:
+        """SimpleTaskMapper: one task for the queue of its name."""
+        return [self._task(workflow, tasks, workflow_task, iteration, created)]
+
+    def _map_unsupported(self, workflow: JSON, tasks: List[JSON], workflow_task: JSON, iteration: int,
+                         created: List[JSON]) -> List[JSON]:
+        """A system task conductor-oss runs and LocalConductor does not: created failed, naming its type."""
+        kind = workflow_task["type"]
+        task = self._task(workflow, tasks, workflow_task, iteration, created, kind,
+                          status="FAILED_WITH_TERMINAL_ERROR")
+        task["reasonForIncompletion"] = (
+            "LocalConductor does not run task type %s (task %r, reference %s): it is a system task of "
+            "conductor-oss that LocalConductor does not implement" % (kind, workflow_task["name"],
+                                                                       workflow_task["taskReferenceName"]))
         return [task]
 
     def _map_user_defined(self, workflow: JSON, tasks: List[JSON], workflow_task: JSON, iteration: int,
                           created: List[JSON]) -> List[JSON]:
-        """A type without a mapper (``YIELD``): a task for the queue of its type, as UserDefinedTaskMapper makes."""
+        """A type without a mapper (``YIELD``, any made-up type): a task for the queue of its type, as
+        UserDefinedTaskMapper makes."""
         task = self._task(workflow, tasks, workflow_task, iteration, created)
         task["taskType"] = workflow_task["type"]
         task["domain"] = self._domain_for(workflow, task["taskType"])
@@ -171,24 +195,34 @@ class SystemTasks(ControlFlow, SubWorkflows, HttpTask):
             if nested.get("type", "SIMPLE") == "SIMPLE":
                 nested["taskDefinition"] = self._store.get_task_def(nested["name"]) or dict(
                     TASK_DEF_DEFAULTS, name=nested["name"])
-            elif nested.get("type") in USER_DEFINED_TYPES:
+            elif is_user_defined(nested.get("type") or "SIMPLE"):
                 nested["taskDefinition"] = self._store.get_task_def(nested["name"]) or dict(
                     SYNTHETIC_TASK_DEF, name=nested["name"])
             else:
                 nested["taskDefinition"] = dict(SYNTHETIC_TASK_DEF, name=nested["name"])
 
     # -- execution: what a decide does with the system tasks that are not done ---------------------
-    def _run_system_tasks(self, workflow: JSON, tasks: List[JSON]) -> bool:
-        """Run every system task that can move now; True when one of them changed."""
+    def _run_system_tasks(self, workflow: JSON, tasks: List[JSON], pending: List[JSON],
+                          unsaved: Dict[str, JSON]) -> bool:
+        """Run every system task of ``pending`` that can move now; True when one of them changed.
+
+        A DO_WHILE that went on to its next iteration is saved when the decide ends (``unsaved``):
+        its output grows with every iteration, and writing it each time made every iteration cost
+        more than the one before.
+        """
         changed = False
-        for task in list(tasks):
+        for task in list(pending):
             if task["taskType"] not in SYSTEM_TASK_TYPES or task["status"] in TASK_TERMINAL:
                 continue
             executor = _EXECUTORS.get(task["taskType"])
             if executor is not None and executor(self, workflow, tasks, task):
                 if task["status"] in TASK_TERMINAL and not task.get("endTime"):
                     task["endTime"] = int(time.time() * 1000)
-                self._save_task(task)
+                if task["taskType"] == "DO_WHILE" and task["status"] not in TASK_TERMINAL:
+                    unsaved[task["taskId"]] = task
+                else:
+                    unsaved.pop(task["taskId"], None)
+                    self._save_task(task)
                 changed = True
         return changed
 
@@ -268,7 +302,7 @@ _MAPPERS: Dict[str, _Mapper] = {
     "FORK_JOIN": SystemTasks._map_fork, "JOIN": SystemTasks._map_join,
     "FORK_JOIN_DYNAMIC": SystemTasks._map_dynamic_fork, "DO_WHILE": SystemTasks._map_do_while,
     "SUB_WORKFLOW": SystemTasks._map_sub_workflow, "DYNAMIC": SystemTasks._map_dynamic,
-    **{kind: SystemTasks._map_user_defined for kind in USER_DEFINED_TYPES},
+    **{kind: SystemTasks._map_unsupported for kind in UNSUPPORTED_SYSTEM_TYPES},
     **{kind: SystemTasks._system for kind in ("START_WORKFLOW", "WAIT", "HUMAN", "NOOP", "SET_VARIABLE",
                                               "TERMINATE", "INLINE", "JSON_JQ_TRANSFORM", "HTTP")},
 }

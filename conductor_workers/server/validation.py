@@ -1,6 +1,6 @@
 """Validation and normalisation of what clients send: a TaskDef, a WorkflowDef and its tasks
-(conductor-oss's bean-validation rules, undefined references, the task types and script engines
-LocalConductor supports), a TaskResult and a priority. The normalisers return the document with
+(conductor-oss's bean-validation rules, undefined references, the script engines a definition
+needs; any task type string is accepted, as there), a TaskResult and a priority. The normalisers return the document with
 every default filled in; violations raise :class:`~.errors.ValidationFailed` or
 :class:`~.errors.BadRequest`."""
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterator, List, Optional, Set, Tuple
 
-from .definitions import SUPPORTED_TYPES, walk
+from .definitions import walk
 from .errors import BadRequest, ValidationFailed, _violation
 from .fields import (
     TASK_DEF_DEFAULTS,
@@ -92,11 +92,6 @@ def normalise_workflow_def(raw: Any, path: str) -> JSON:
     if errors:
         raise ValidationFailed(errors)
     for task in walk(normalised):
-        if task["type"] not in SUPPORTED_TYPES:
-            raise BadRequest(
-                "LocalConductor does not support task type %s: task %r (%s)"
-                % (task["type"], task["name"], task["taskReferenceName"])
-            )
         engine = _engine_needed(task)
         reason = missing_engine(engine) if engine else None
         if reason is not None:
@@ -200,6 +195,8 @@ def normalise_workflow_task(raw: Any, path: str, errors: List[JSON]) -> JSON:
         if task.get("loopCondition") is None:  # "" is accepted (an items loop needs no condition)
             errors.append(_violation(path, "loopCondition field is required for taskType: DO_WHILE taskName: %s"
                                      % task.get("name")))
+    elif kind == "EVENT" and task.get("sink") is None:
+        errors.append(_violation(path, "sink field is required for taskType: EVENT taskName: %s" % task.get("name")))
     elif kind == "DYNAMIC" and not task.get("dynamicTaskNameParam"):
         errors.append(_violation(path, "dynamicTaskNameParam field is required for taskType: DYNAMIC "
                                        "taskName: %s" % task.get("name")))

@@ -233,8 +233,11 @@ def test_a_py_argument_that_is_not_a_file_gets_a_hint(workdir) -> None:
     code, stderr = run_cli(workdir, "myworkers.py", "--server-url", "http://127.0.0.1:9/api")
     assert (code, len(stderr.strip().splitlines())) == (3, 1), stderr
     assert "myworkers.py" in stderr and "'myworkers'" in stderr, stderr
-    (workdir / "os.py").write_text("X = 1\n")  # its name is taken by a module the interpreter imported first
-    code, stderr = run_cli(workdir, "os.py", "--server-url", "http://127.0.0.1:9/api")
+    # its name is taken by a module the interpreter imported first (in a folder of its own: os.py beside the
+    # working directory would shadow the standard library's at start-up on Python 3.9)
+    (workdir / "elsewhere").mkdir()
+    (workdir / "elsewhere" / "os.py").write_text("X = 1\n")
+    code, stderr = run_cli(workdir, "elsewhere/os.py", "--server-url", "http://127.0.0.1:9/api")
     assert (code, len(stderr.strip().splitlines())) == (3, 1), stderr
     assert "os.py" in stderr and "rename" in stderr, stderr
 

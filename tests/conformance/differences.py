@@ -70,6 +70,27 @@ DIFFERENCES: Dict[str, Difference] = {
         local=400,
         real=500,
     ),
+    "unknown_definition_delete_status": Difference(
+        "DELETE /metadata/taskdefs/{name} or /metadata/workflow/{name}/{version} for a definition that does not "
+        "exist: the real server's SQLite store throws its NotFoundException inside a transaction, which wraps "
+        "it, and answers 500; LocalConductor answers 404. Value: the HTTP status.",
+        local=404,
+        real=500,
+    ),
+    "event_handler_conflict_status": Difference(
+        "POST /event for a name already registered: the real server's SQLite store throws its "
+        "ConflictException inside a transaction, which wraps it, and answers 500; LocalConductor answers 409 "
+        "(Conflict) with the same message. Value: the HTTP status.",
+        local=409,
+        real=500,
+    ),
+    "event_handler_not_found_status": Difference(
+        "PUT /event or DELETE /event/{name} for a name not registered: the real server's SQLite store "
+        "wraps its NotFoundException and answers 500; LocalConductor answers 404 with the same message. "
+        "Value: the HTTP status.",
+        local=404,
+        real=500,
+    ),
 }
 
 

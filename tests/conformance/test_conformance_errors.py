@@ -21,14 +21,16 @@ def test_start_unknown_workflow_name(client):
     with pytest.raises(NotFoundError) as info:
         client.workflows.start_by_name(name, {})
     assert name in str(info.value)
+    assert info.value.server_message == f"No such workflow found by name: {name}, version: null"
     with pytest.raises(NotFoundError):
         client.workflows.start(StartWorkflowRequest(name=name, input={}))
 
 
 def test_start_unknown_version(client):
     reg = register_simple_workflow(client, ["a"])
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError) as info:
         client.workflows.start_by_name(reg.workflow, {}, version=5)
+    assert info.value.server_message == f"No such workflow found by name: {reg.workflow}, version: 5"
 
 
 def test_unknown_task_id(client):

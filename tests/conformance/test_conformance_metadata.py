@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import requests
 from _helpers import OWNER, register_simple_workflow, task_def, unique
+from differences import expect_difference
 
 from conductor_workers import APIError, ConflictError, NotFoundError
 from conductor_workers.models import WorkflowDef
@@ -136,3 +138,9 @@ def test_register_simple_workflow_helper(client):
     wf_def = client.metadata.get_workflow_def(registered.workflow)
     assert [t.task_reference_name for t in wf_def.tasks] == ["a", "b"]
     assert [t.name for t in wf_def.tasks] == registered.task_types
+
+
+@pytest.mark.parametrize("path", ["/metadata/taskdefs/{name}", "/metadata/workflow/{name}/1"])
+def test_unregister_unknown_definition(conductor, path):
+    response = requests.delete(conductor.url + path.format(name=unique("cf_missing")), timeout=20)
+    assert response.status_code == expect_difference(conductor, "unknown_definition_delete_status")

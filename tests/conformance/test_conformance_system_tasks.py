@@ -27,6 +27,7 @@ import pytest
 from _helpers import OWNER, finished, poll_none, poll_one, status_of, task_def, unique, wait_until
 from differences import expect_difference
 
+from conductor_workers import APIError
 from conductor_workers.models import TaskResult, Workflow, WorkflowDef
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -1736,3 +1737,76 @@ def test_http_invalid_request_fails_the_task(client, request_, message):
     assert summary(done) == expected_summary(
         "FAILED", {}, reason=failed_reason(done.tasks[0], message), failed_refs=["http"]
     )
+
+
+def test_http_async_complete_waits_for_an_external_update(client, http_base):
+    """``asyncComplete: true`` on the workflow task: after a 2xx the task stays IN_PROGRESS, with the
+    response as its output, until someone updates it."""
+    request = {"uri": f"{http_base}/data.json", "method": "GET"}
+    name = register(client, [system("HTTP", "http", {"http_request": request}, asyncComplete=True)])
+    workflow_id = client.workflows.start_by_name(name, {})
+
+    def called() -> Optional[Workflow]:
+        workflow = client.workflows.get(workflow_id)
+        return workflow if workflow.tasks and "response" in workflow.tasks[0].output_data else None
+
+    waiting = wait_until(called, timeout=20, message="the HTTP call")
+    http_task = waiting.tasks[0]
+    assert status_of(http_task.status) == "IN_PROGRESS"
+    assert http_task.input_data == {"http_request": request, "asyncComplete": True}
+    assert http_task.output_data["response"]["statusCode"] == 200
+    time.sleep(1.5)  # nothing completes it on its own (the real server's system-task workers poll again)
+    assert status_of(client.workflows.get(workflow_id).tasks[0].status) == "IN_PROGRESS"
+    assert status_of(client.workflows.get(workflow_id).status) == "RUNNING"
+    client.tasks.update_task(TaskResult.for_task(http_task, status="COMPLETED", output_data={"done": True}))
+    done = finished(client, workflow_id)
+    assert status_of(done.status) == "COMPLETED"
+    assert status_of(done.tasks[0].status) == "COMPLETED"
+    assert done.tasks[0].output_data["done"] is True
+
+
+def test_http_async_complete_in_input_parameters_is_overridden(client, http_base):
+    """The mapper sets ``asyncComplete`` in the input from the workflow task's own field."""
+    request = {"uri": f"{http_base}/text", "method": "GET"}
+    name = register(client, [system("HTTP", "http", {"http_request": request, "asyncComplete": True})])
+    done = finished(client, client.workflows.start_by_name(name, {}), timeout=20)
+    assert status_of(done.status) == "COMPLETED"
+    assert done.tasks[0].input_data["asyncComplete"] is False
+
+
+# -- task types LocalConductor does not know ---------------------------------------------------------
+
+
+def test_unknown_task_type_registers_and_runs_as_a_user_task(client):
+    """A type without a system task of its own is queued under its type, like a SIMPLE task."""
+    kind = unique("CF_MADE_UP").upper()
+    name = register(client, [system(kind, "made", {"v": "${workflow.input.x}"})])
+    workflow_id = client.workflows.start_by_name(name, {"x": 7})
+    task = poll_one(client, kind)
+    assert task.task_type == kind and task.input_data == {"v": 7}
+    assert task.reference_task_name == "made" and task.task_def_name == "made"
+    client.tasks.update_task(TaskResult.for_task(task, status="COMPLETED", output_data={"r": 1}))
+    done = finished(client, workflow_id)
+    assert rows(done) == [row(kind, "made", "COMPLETED", {"v": 7}, {"r": 1})]
+
+
+@pytest.mark.parametrize(
+    "kind, inputs, fields",
+    [
+        ("LLM_CHAT_COMPLETE", {"llmProvider": "none", "model": "none"}, {}),
+        ("KAFKA_PUBLISH", {"kafka_request": {"topic": "t", "value": "v", "bootStrapServers": "localhost:1"}}, {}),
+        ("JDBC", {"statement": "SELECT 1"}, {}),
+        ("EVENT", {}, {"sink": "conductor"}),
+    ],
+    ids=["llm", "kafka", "jdbc", "event"],
+)
+def test_system_types_local_conductor_lacks_register(client, kind, inputs, fields):
+    name = register(client, [system(kind, "sys", inputs, **fields)])
+    assert client.metadata.get_workflow_def(name).tasks[0].type == kind
+
+
+def test_event_task_without_sink_is_refused(client):
+    with pytest.raises(APIError) as refused:
+        register(client, [system("EVENT", "ev", {})])
+    assert refused.value.status_code == 400
+    assert "sink field is required for taskType: EVENT taskName: ev" in str(refused.value.body)
