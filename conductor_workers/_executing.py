@@ -96,8 +96,10 @@ class Execution:
         if lease:
             self._lease.track(task, received)
         started = time.monotonic()
-        if not lease and task.response_timeout_seconds > 0:  # past it, the slot counts as stuck
-            self._stats.response_due(task.task_id, time.time() + task.response_timeout_seconds - (started - received))
+        # past its response timeout (no lease extension), the slot counts as stuck
+        due = None if lease or task.response_timeout_seconds <= 0 else (
+            time.time() + task.response_timeout_seconds - (started - received))
+        self._stats.started(task.task_id, due)
         worker_id = self._state.worker_id(options)
         context: Optional[TaskContext] = None
         try:
@@ -115,6 +117,7 @@ class Execution:
                 functools.partial(self._settled_early, task, received, worker_id),
                 time_limit_terminal=options.time_limit_terminal,
             )
+            self._stats.watching(task.task_id, context)
             handler = self._handler if options.time_limit is None else self._limited_handler
             # run_task settles the context: from here on, an early report can no longer happen
             result, error = run_task(self._worker, task, worker_id=worker_id, handler=handler, context=context)
@@ -135,7 +138,6 @@ class Execution:
             self._stats.ended(task.task_id)
         reported_early = context is not None and context.expired
         if reported_early:
-            self._stats.overrun_ended(task.task_id)
             log.debug("%s: task %s returned after it was reported over its time limit", self.task_type, task.task_id)
         elif error is not None and not isinstance(error, NonRetryableError):
             log.warning("%s: task %s raised %s: %s", self.task_type, task.task_id, type(error).__name__, error)
@@ -152,7 +154,6 @@ class Execution:
         ``report_now``): count it, stop extending its lease, and have it reported at once."""
         result = attrs.evolve(result, worker_id=result.worker_id or worker_id)
         self._stats.count("executions_failed")
-        self._stats.overran(task.task_id)
         self._lease.untrack(task.task_id)
         self._reporter.report_early(task, result, received)
 

@@ -12,17 +12,27 @@ import time
 from typing import Any, Dict, Optional, Tuple
 
 from .status import COUNTERS
+from .worker import TaskContext
+
+
+class _Running:
+    """One executing task, as the statistics see it."""
+
+    __slots__ = ("response_due", "context")
+
+    def __init__(self, response_due: Optional[float]) -> None:
+        self.response_due = response_due
+        self.context: Optional[TaskContext] = None
 
 
 class RunnerStats:
-    """Counters, last error and contact, overrunning tasks and response-timeout deadlines of one runner."""
+    """Counters, last error and contact, and the tasks executing (their response timeouts and contexts) of one runner."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # guards everything below
         self._counters: Dict[str, Any] = dict.fromkeys(COUNTERS, 0)
         self._counters.update(last_error=None, last_error_time=None)
-        self._overrunning: Dict[str, float] = {}  # task id -> time.time() it was reported over its time limit
-        self._response_due: Dict[str, float] = {}  # running task id -> time.time() its response timeout ends
+        self._running: Dict[str, _Running] = {}  # the tasks executing now, by task id
         self._last_contact: Optional[float] = None  # time.time() the server last answered a poll or report
 
     def count(self, key: str, amount: int = 1) -> None:
@@ -42,26 +52,24 @@ class RunnerStats:
     def last_contact(self) -> Optional[float]:
         return self._last_contact
 
-    def response_due(self, task_id: str, due: float) -> None:
-        """A task started that runs without lease extension: at ``due`` (``time.time()``) its slot
-        counts as stuck."""
+    def started(self, task_id: str, response_due: Optional[float]) -> None:
+        """A task's execution started; at ``response_due`` (``time.time()``; None: never, e.g. with lease
+        extension) its slot counts as stuck."""
         with self._lock:
-            self._response_due[task_id] = due
+            self._running[task_id] = _Running(response_due)
 
-    def overran(self, task_id: str) -> None:
-        """A task was reported over its time limit while its thread still runs."""
+    def watching(self, task_id: str, context: TaskContext) -> None:
+        """The context the running task is settled through (whether it was reported early tells
+        whether the task overruns)."""
         with self._lock:
-            self._overrunning[task_id] = time.time()
+            running = self._running.get(task_id)
+            if running is not None:
+                running.context = context
 
     def ended(self, task_id: str) -> None:
-        """A task's execution returned: it has no response timeout to run past any more."""
+        """A task's execution returned: its slot is no longer stuck or overrunning."""
         with self._lock:
-            self._response_due.pop(task_id, None)
-
-    def overrun_ended(self, task_id: str) -> None:
-        """The thread of a task reported over its time limit returned."""
-        with self._lock:
-            self._overrunning.pop(task_id, None)
+            self._running.pop(task_id, None)
 
     def snapshot(self, concurrency: int) -> Tuple[Dict[str, Any], Tuple[str, ...], Optional[float]]:
         """The counters (with ``last_error``/``last_error_time``), the ids of the overrunning tasks, and
@@ -69,11 +77,16 @@ class RunnerStats:
         now = time.time()
         with self._lock:
             counters = dict(self._counters)
-            overrunning = tuple(sorted(self._overrunning))
-            # since when each stuck slot is stuck: reported over its time limit, or past its response timeout
-            stuck = sorted([*self._overrunning.values(), *(
-                due for task_id, due in self._response_due.items() if due <= now and task_id not in self._overrunning
-            )])
+            running = list(self._running.items())
+        # Derived, not kept: a task overruns while its context was reported early and its thread still runs.
+        reported = {task_id: r.context.reported_at for task_id, r in running
+                    if r.context is not None and r.context.reported_at is not None}
+        overrunning = tuple(sorted(reported))
+        # since when each stuck slot is stuck: reported over its time limit, or past its response timeout
+        stuck = sorted([*(at for at in reported.values() if at is not None), *(
+            r.response_due for task_id, r in running
+            if task_id not in reported and r.response_due is not None and r.response_due <= now
+        )])
         return counters, overrunning, stuck[concurrency - 1] if len(stuck) >= concurrency else None
 
 

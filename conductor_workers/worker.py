@@ -40,7 +40,7 @@ class TaskContext:
 
     __slots__ = (
         "task", "logs", "time_limit", "time_limit_terminal", "deadline", "_lock", "_settled", "_reporter",
-        "early_result", "_interrupted",
+        "early_result", "reported_at", "_interrupted",
     )
 
     def __init__(
@@ -61,6 +61,8 @@ class TaskContext:
         self._reporter = reporter
         #: the result :meth:`report_now` settled the task with, None until then
         self.early_result: Optional[TaskResult] = None
+        #: ``time.time()`` when :meth:`report_now` settled the task, None until then
+        self.reported_at: Optional[float] = None
         self._interrupted = False  # TimeLimitExceeded was raised at a safe point (only the task's thread)
 
     def add_log(self, message: str) -> None:
@@ -123,6 +125,7 @@ class TaskContext:
                 logs=list(self.logs) + list(result.logs),
             )
             self.early_result = result
+            self.reported_at = time.time()
         if self._reporter is not None:
             self._reporter(result)
         return True
