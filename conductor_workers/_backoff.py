@@ -25,3 +25,10 @@ class Backoff:
 
     def reset(self) -> None:
         self._attempt = 0
+
+
+def retry_delay(backoff: Backoff, error: BaseException) -> float:
+    """The next backoff delay, or the server's ``Retry-After`` (already capped) when that is longer."""
+    delay = backoff.next()
+    retry_after = getattr(error, "retry_after", None)
+    return max(delay, retry_after) if retry_after else delay

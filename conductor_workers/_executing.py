@@ -1,87 +1,106 @@
 """The pool-thread side of a runner: execute a task through the middleware chain, report it, and go
-on with the task update-v2 hands back. A mixin of :class:`~conductor_workers.runner.TaskRunner`.
+on with the task update-v2 hands back.
 
-Every slot taken by the poll thread is given back here, in ``_work``'s ``finally``, whatever
-happens; a task reported early (over its time limit) keeps its slot until its thread returns.
+:class:`Execution` holds what running a task needs: the worker wrapped in its middleware (and in the
+time limit, innermost, when that option is set), the runner's state (slots), statistics, reporter
+and lease keeper. It owns no mutable state: a task's own state is its
+:class:`~conductor_workers.worker.TaskContext`, which settles the result exactly once (the normal
+report, or an early one over the time limit).
+
+Every slot taken by the poll thread is given back here, in :meth:`Execution.work`'s ``finally``,
+whatever happens; a task reported early (over its time limit) keeps its slot until its thread returns.
 """
 from __future__ import annotations
 
 import functools
 import logging
-import threading
 import time
-from typing import Dict, Optional
+from typing import Optional, Sequence
 
 import attrs
 
-from ._reporting import Reporting
+from ._lease import LeaseKeeper
+from ._reporting import Reporter
+from ._runner_state import Job, RunnerParts
 from .errors import ExternalPayloadError, NonRetryableError
 from .events import call_hook
+from .middleware import Middleware, chain
 from .models import Task, TaskResult, TaskResultStatus
 from .payloads import TASK_INPUT
-from .worker import Handler, TaskContext, Worker, run_task
+from .time_limit import TimeLimitMiddleware
+from .worker import TaskContext, Worker, run_task
 
 log = logging.getLogger("conductor_workers.runner")
 
-_current = threading.local()  # .runner: the TaskRunner whose task this pool thread is running
+_TIME_LIMIT = TimeLimitMiddleware()
 _EXECUTION_COUNTER = {
     TaskResultStatus.COMPLETED: "executions_completed",
     TaskResultStatus.IN_PROGRESS: "executions_in_progress",
 }
 
 
-class Executing(Reporting):
-    """Running tasks on pool threads; the attributes below are the runner's."""
+class Execution:
+    """Runs one runner's tasks on its pool threads and hands their results to the reporter.
 
-    worker: Worker
-    _response_due: Dict[str, float]
-    _handler: Handler
-    _limited_handler: Handler
+    :param layers: middleware around every execution, the first outermost.
+    """
 
-    def _poke(self) -> None:
-        raise NotImplementedError  # the runner's
+    def __init__(
+        self,
+        parts: RunnerParts,
+        worker: Worker,
+        reporter: Reporter,
+        lease: LeaseKeeper,
+        *,
+        layers: Sequence[Middleware] = (),
+    ) -> None:
+        self.task_type = parts.task_type
+        self._client, self._state, self._stats = parts.client, parts.state, parts.stats
+        self._events = parts.events
+        self._worker = worker
+        self._reporter = reporter
+        self._lease = lease
+        self._handler = chain(worker, list(layers))
+        self._limited_handler = chain(worker, [*layers, _TIME_LIMIT])  # time_limit set: innermost
 
-    def _work(self, task: Task, received: float, job: "_Job") -> None:
+    def work(self, task: Task, received: float, job: Job) -> None:
         """Execute ``task``, report it, and keep going with the next task update-v2 hands back."""
-        with self._cond:
-            if job.cancelled:  # the poll thread took it back (its submit failed)
-                return
-            job.started = True
-            stopping = self._stopping
+        stopping = self._state.claim(job)
+        if stopping is None:  # the poll thread took it back (its submit failed)
+            return
         next_task: Optional[Task] = task
-        _current.runner = self
+        self._state.running_here(True)
         try:
             if stopping:  # polled, but not started yet: someone else can run it now
-                self._give_back(task, self._options)
+                self._reporter.give_back(task, self._state.options)
                 next_task = None
             while next_task is not None:
                 current, next_task = next_task, None
                 result = self._execute(current, received)
                 if result is not None:  # None: reported already, over its time limit
-                    next_task = self._report(current, result, received)
+                    next_task = self._reporter.report(current, result, received)
                 received = time.monotonic()
         except Exception:  # noqa: BLE001 - a pool thread must never lose a slot
             log.exception("%s: unexpected error while handling a task", self.task_type)
         finally:
-            _current.runner = None
-            with self._cond:
-                self._in_flight -= 1
-                self._poke()
+            self._state.running_here(False)
+            self._state.release()
 
     def _execute(self, task: Task, received: float) -> Optional[TaskResult]:
         """Run ``task`` through the middleware; its result, None when it was already reported."""
         events = self._events
-        options = self._options
+        options = self._state.options
         if events is not None:
             call_hook(events.task_started, task)
         lease = options.lease_extend
         if lease:
             self._lease.track(task, received)
         started = time.monotonic()
-        if not lease and task.response_timeout_seconds > 0:  # past it, the slot counts as stuck
-            with self._stats_lock:
-                self._response_due[task.task_id] = time.time() + task.response_timeout_seconds - (started - received)
-        worker_id = options.worker_id or self._default_worker_id
+        # past its response timeout (no lease extension), the slot counts as stuck
+        due = None if lease or task.response_timeout_seconds <= 0 else (
+            time.time() + task.response_timeout_seconds - (started - received))
+        self._stats.started(task.task_id, due)
+        worker_id = self._state.worker_id(options)
         context: Optional[TaskContext] = None
         try:
             if task.external_input_payload_storage_path and not task.input_data:
@@ -95,12 +114,15 @@ class Executing(Reporting):
             context = TaskContext(
                 task,
                 options.time_limit,
-                functools.partial(self._report_early, task, received=received, worker_id=worker_id),
+                functools.partial(self._settled_early, task, received, worker_id),
                 time_limit_terminal=options.time_limit_terminal,
             )
+            self._stats.watching(task.task_id, context)
             handler = self._handler if options.time_limit is None else self._limited_handler
-            result, error = run_task(self.worker, task, worker_id=worker_id, handler=handler, context=context)
-            result = self._fit_output(result)
+            # run_task settles the context: from here on, an early report can no longer happen
+            result, error = run_task(self._worker, task, worker_id=worker_id, handler=handler, context=context)
+            if not context.expired:
+                result = self._reporter.fit_output(result)
         except ExternalPayloadError as exc:  # never run a worker on an input it does not have
             error = exc
             result = TaskResult.failed(
@@ -113,33 +135,27 @@ class Executing(Reporting):
         finally:
             if lease:
                 self._lease.untrack(task.task_id)
-            with self._stats_lock:
-                self._response_due.pop(task.task_id, None)
-        reported_early = context is not None and not context.settle()
+            self._stats.ended(task.task_id)
+        reported_early = context is not None and context.expired
         if reported_early:
-            with self._stats_lock:
-                self._overrunning.pop(task.task_id, None)
-            assert context is not None and context.early_result is not None
             log.debug("%s: task %s returned after it was reported over its time limit", self.task_type, task.task_id)
         elif error is not None and not isinstance(error, NonRetryableError):
             log.warning("%s: task %s raised %s: %s", self.task_type, task.task_id, type(error).__name__, error)
         if not reported_early:
-            self._count(_EXECUTION_COUNTER.get(result.status, "executions_failed"))
+            self._stats.count(_EXECUTION_COUNTER.get(result.status, "executions_failed"))
         if events is not None:
             if error is not None:
                 call_hook(events.task_failed, task, error)
             call_hook(events.task_finished, task, result, time.monotonic() - started)
         return None if reported_early else result
 
-
-class _Job:
-    """Who owns a submitted task's slot: the pool thread that starts it, or the poll thread taking it back."""
-
-    __slots__ = ("started", "cancelled")
-
-    def __init__(self) -> None:
-        self.started = False
-        self.cancelled = False
+    def _settled_early(self, task: Task, received: float, worker_id: str, result: TaskResult) -> None:
+        """The task's context was settled while ``execute`` still runs (its time limit, or
+        ``report_now``): count it, stop extending its lease, and have it reported at once."""
+        result = attrs.evolve(result, worker_id=result.worker_id or worker_id)
+        self._stats.count("executions_failed")
+        self._lease.untrack(task.task_id)
+        self._reporter.report_early(task, result, received)
 
 
-__all__ = ["Executing"]
+__all__ = ["Execution"]

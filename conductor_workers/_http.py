@@ -49,6 +49,9 @@ from .errors import (
 
 log = logging.getLogger(__name__)
 
+#: ``around(method, url, send) -> response``: calls ``send()`` and returns its response
+RequestWrapper = Callable[[str, str, Callable[[], requests.Response]], requests.Response]
+
 _TOKEN_ERRORS = ("EXPIRED_TOKEN", "INVALID_TOKEN")
 _STATUS_ERRORS = {
     401: AuthenticationError,
@@ -283,8 +286,8 @@ class HttpTransport:
         self._headers: Dict[str, Any] = dict(self._session.headers)
         self._timeout = (config.connect_timeout, config.read_timeout)
         self._auth = _TokenAuth(self, config) if config.has_auth else None
-        #: wraps every request: ``around(method, url, send) -> response`` (see tracing.trace_http)
-        self.around: Optional[Callable[[str, str, Callable[[], requests.Response]], requests.Response]] = None
+        #: wraps every request: ``around(method, url, send) -> response`` (see ConductorClient.wrap_requests)
+        self.around: Optional[RequestWrapper] = None
 
     def close(self) -> None:
         self._session.close()

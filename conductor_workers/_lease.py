@@ -5,13 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from .errors import ConductorError
 from .models import Task
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ._reporting import Reporting
 
 log = logging.getLogger("conductor_workers.runner")
 
@@ -19,10 +16,16 @@ LEASE_FRACTION = 0.8
 
 
 class LeaseKeeper:
-    """One thread per runner that sends ``extendLease`` for tasks running past ~80 % of their timeout."""
+    """One thread per runner that sends ``extendLease`` for tasks running past ~80 % of their timeout.
 
-    def __init__(self, runner: "Reporting") -> None:
-        self._runner = runner
+    :param task_type: the runner's task type (names the thread).
+    :param extend: sends the lease extension of one task (the runner's reporter); called on the
+        keeper's thread, never under its lock.
+    """
+
+    def __init__(self, task_type: str, extend: Callable[[Task], None]) -> None:
+        self._task_type = task_type
+        self._extend = extend
         self._cond = threading.Condition()  # guards _due, _thread and _stopped
         self._due: Dict[str, Tuple[float, Task]] = {}
         self._thread: Optional[threading.Thread] = None
@@ -35,7 +38,7 @@ class LeaseKeeper:
             self._stopped = False
             self._due[task.task_id] = (received + LEASE_FRACTION * task.response_timeout_seconds, task)
             if self._thread is None or not self._thread.is_alive():
-                thread = threading.Thread(target=self._run, name=f"cw-lease-{self._runner.task_type}", daemon=True)
+                thread = threading.Thread(target=self._run, name=f"cw-lease-{self._task_type}", daemon=True)
                 try:
                     thread.start()
                 except RuntimeError as exc:  # e.g. at interpreter shutdown: run on without a lease
@@ -77,7 +80,7 @@ class LeaseKeeper:
                     continue
             for _, task in due:
                 try:
-                    self._runner.send_lease_extension(task)
+                    self._extend(task)
                     log.debug("%s: extended the lease of task %s", task.task_type, task.task_id)
                 except ConductorError as exc:
                     log.warning("%s: lease extension for task %s failed: %s", task.task_type, task.task_id, exc)

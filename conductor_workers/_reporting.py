@@ -1,6 +1,11 @@
 """Reporting results: send (update-v2 or the plain update), retry with backoff, give back, and the
-update-failure path. A mixin of :class:`~conductor_workers.runner.TaskRunner`, kept apart so that
-the poll loop reads on one screen.
+update-failure path; the early reports of tasks over their time limit, and lease extensions.
+
+:class:`Reporter` owns what it learns of the server (whether it takes update-v2) and its failure
+log; it reads the runner's options and slots, and counts its early reports, through the runner's
+:class:`~conductor_workers._runner_state.RunnerState`, and counts in its
+:class:`~conductor_workers._stats.RunnerStats`. It holds no lock of its own: ``update_v2`` is one
+reference, written whole.
 
 Whatever goes wrong while reporting, a result ends up either accepted by the server or in
 ``_update_failed`` (ERROR log, ``on_update_failure``, the ``update_failed`` hook): never dropped.
@@ -10,16 +15,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Optional
 
 import attrs
 
-from ._backoff import Backoff
+from ._backoff import Backoff, retry_delay
 from ._failure_log import FailureLog
-from ._lease import LeaseKeeper
-from .client import ConductorClient
+from ._runner_state import RunnerParts
 from .errors import APIError, ConductorError, EndpointNotSupportedError, InvalidRequestError, InvalidResponseError
-from .events import TaskEvents, UpdateFailureHook, call_hook
+from .events import UpdateFailureHook, call_hook
 from .models import Task, TaskResult, TaskResultStatus
 from .options import PollingOptions
 from .payloads import TASK_OUTPUT, payload_size
@@ -33,30 +37,34 @@ _MIN_UPDATE_ATTEMPTS = 3
 _GIVE_BACK_ATTEMPTS = 3
 
 
-class Reporting:
-    """The reporting half of a runner; the attributes below are the runner's."""
+class Reporter:
+    """Sends one runner's results, hand-backs and lease extensions to the server.
 
-    task_type: str
-    _client: ConductorClient
-    _options: PollingOptions
-    _events: Optional[TaskEvents]
-    _on_update_failure: Optional[UpdateFailureHook]
-    _default_worker_id: str
-    _cond: threading.Condition
-    _stopping: bool
-    _in_flight: int
-    _early_reports: int
-    _abort: threading.Event
-    _use_v2: Optional[bool]
-    _lease: LeaseKeeper
-    _admission: Optional["AdmissionGate"]
-    _report_log: FailureLog
-    _stats_lock: threading.Lock
-    _stats: Dict[str, Any]
-    _overrunning: Dict[str, float]
-    _last_contact: Optional[float]
+    Retries end when the runner gives up on its tasks (its state's ``abort``).
+    """
 
-    def _usable(self, task: Task) -> bool:
+    def __init__(
+        self,
+        parts: RunnerParts,
+        *,
+        on_update_failure: Optional[UpdateFailureHook] = None,
+        admission: Optional["AdmissionGate"] = None,
+    ) -> None:
+        self.task_type = parts.task_type
+        self._client, self._state, self._stats = parts.client, parts.state, parts.stats
+        self._events = parts.events
+        self._abort = parts.state.abort
+        self._on_update_failure = on_update_failure
+        self._admission = admission
+        self._use_v2: Optional[bool] = None  # None: not known yet; False after the server refused it
+        self._log = FailureLog(log, f"worker {self.task_type!r}: reporting results")
+
+    @property
+    def update_v2(self) -> Optional[bool]:
+        """Whether the server takes update-v2; None until the first report."""
+        return self._use_v2
+
+    def usable(self, task: Task) -> bool:
         """A task can be run and reported only with both ids; the server never sends one without."""
         if task.task_id and task.workflow_instance_id:
             return True
@@ -65,25 +73,19 @@ class Reporting:
             f"taskId={task.task_id!r} workflowInstanceId={task.workflow_instance_id!r}",
             status_code=200,
         )
-        self._record_error(error)
+        self._stats.record_error(error)
         log.warning("%s: %s", self.task_type, error)
         return False
 
-    def _report_early(self, task: Task, result: TaskResult, received: float, worker_id: str) -> None:
+    def report_early(self, task: Task, result: TaskResult, received: float) -> None:
         """Report a result settled while the task's thread still runs (over its time limit), at once.
 
         The report runs on a thread of its own: the caller is the time-limit watchdog (or the task's
         thread at a safe point), which must not wait for HTTP. The task's slot stays taken until its
-        own thread returns; the report counts in ``_early_reports`` until it is accepted or handed to
-        ``on_update_failure``, so that a drain waits for it.
+        own thread returns; the report counts in the runner's early reports until it is accepted or
+        handed to ``on_update_failure``, so that a drain waits for it.
         """
-        result = attrs.evolve(result, worker_id=result.worker_id or worker_id)
-        self._count("executions_failed")
-        with self._stats_lock:
-            self._overrunning[task.task_id] = time.time()
-        self._lease.untrack(task.task_id)
-        with self._cond:
-            self._early_reports += 1
+        self._state.early_report_started()
         thread = threading.Thread(
             target=self._report_early_now, args=(task, result, received),
             name=f"cw-report-{self.task_type}", daemon=False,
@@ -95,13 +97,11 @@ class Reporting:
 
     def _report_early_now(self, task: Task, result: TaskResult, received: float) -> None:
         try:
-            self._report(task, result, received, take_next=False)
+            self.report(task, result, received, take_next=False)
         finally:
-            with self._cond:
-                self._early_reports -= 1
-                self._cond.notify_all()
+            self._state.early_report_ended()
 
-    def _fit_output(self, result: TaskResult) -> TaskResult:
+    def fit_output(self, result: TaskResult) -> TaskResult:
         """Fail an output over the server's maximum here; upload one over its threshold if asked to."""
         output = result.output_data
         if not output or result.external_output_payload_storage_path:
@@ -138,18 +138,17 @@ class Reporting:
 
     def _may_take_next(self) -> bool:
         """Whether a task handed back by update-v2 may run in the slot that is finishing."""
-        with self._cond:
-            options = self._options
-            if self._stopping or options.paused or self._in_flight > options.concurrency:
-                return False
-            in_flight = self._in_flight
+        taking = self._state.taking_tasks()
+        if taking is None:
+            return False
+        options, in_flight = taking
         gate = self._admission  # asked outside the lock: it may read its resource files
         if gate is None:
             return True
         # the finishing task still counts in in_flight: running the next one keeps the count
         return gate.may_poll(self.task_type) and in_flight <= gate.limit(self.task_type, options.concurrency, in_flight - 1)
 
-    def _report(self, task: Task, result: TaskResult, received: float, *, take_next: bool = True) -> Optional[Task]:
+    def report(self, task: Task, result: TaskResult, received: float, *, take_next: bool = True) -> Optional[Task]:
         """Send ``result``; the next task to run in this slot, if update-v2 handed one back.
 
         Whatever goes wrong, the result ends up either accepted by the server or in
@@ -167,9 +166,9 @@ class Reporting:
                     # is a no-op for a task the server already has, and hands out no task to lose.
                     self._client.tasks.update_task(result)
                     next_task = None
-                self._last_contact = time.time()
-                self._report_log.succeeded()
-                self._count("reports_accepted")
+                self._stats.contact()
+                self._log.succeeded()
+                self._stats.count("reports_accepted")
                 if self._events is not None:
                     call_hook(self._events.task_updated, task, result, time.monotonic() - started)
                 return next_task
@@ -195,8 +194,8 @@ class Reporting:
                     self._update_failed(task, result, exc)
                     return None
                 delay = retry_delay(backoff, exc)
-                self._record_error(exc)  # recovered from if a retry succeeds, but status() shows it
-                self._report_log.failed(exc, delay)
+                self._stats.record_error(exc)  # recovered from if a retry succeeds, but status() shows it
+                self._log.failed(exc, delay)
                 log.debug("%s: task %s: report retry %d in %.2fs", self.task_type, task.task_id, backoff.attempts, delay)
                 self._abort.wait(delay)
             except Exception as exc:  # noqa: BLE001 - a bug must still not make a result vanish
@@ -219,22 +218,22 @@ class Reporting:
         self._use_v2 = True
         if next_task is None:
             return None
-        self._count("tasks_received")
-        if not self._usable(next_task):
+        self._stats.count("tasks_received")
+        if not self.usable(next_task):
             return None
         if self._may_take_next():
             return next_task
-        self._give_back(next_task, self._options)
+        self.give_back(next_task, self._state.options)
         return None
 
-    def _give_back(self, task: Task, options: PollingOptions) -> None:
+    def give_back(self, task: Task, options: PollingOptions) -> None:
         """Return a task this runner will not run, so that another poll gets it at once."""
         result = TaskResult.in_progress(
             0,
             output=task.output_data,
             task_id=task.task_id,
             workflow_instance_id=task.workflow_instance_id,
-            worker_id=options.worker_id or self._default_worker_id,
+            worker_id=self._state.worker_id(options),
         )
         for attempt in range(1, _GIVE_BACK_ATTEMPTS + 1):
             try:
@@ -252,8 +251,8 @@ class Reporting:
                 self._abort.wait(0.1 * attempt)
 
     def _update_failed(self, task: Task, result: TaskResult, error: BaseException) -> None:
-        self._count("reports_failed")
-        self._record_error(error)
+        self._stats.count("reports_failed")
+        self._stats.record_error(error)
         log.error(
             "%s: could not report task %s of workflow %s (status %s): %s; result: %r",
             self.task_type, task.task_id, task.workflow_instance_id, result.status.value, error, result.output_data,
@@ -262,15 +261,6 @@ class Reporting:
             call_hook(self._events.update_failed, task, result, error)
         call_hook(self._on_update_failure, task, result, error)
 
-    def _count(self, key: str, amount: int = 1) -> None:
-        with self._stats_lock:
-            self._stats[key] += amount
-
-    def _record_error(self, error: BaseException) -> None:
-        with self._stats_lock:
-            self._stats["last_error"] = f"{type(error).__name__}: {error}"
-            self._stats["last_error_time"] = time.time()
-
     def send_lease_extension(self, task: Task) -> None:
         """Tell the server ``task`` is still being worked on (restarts its response-timeout clock)."""
         result = TaskResult(
@@ -278,16 +268,9 @@ class Reporting:
             workflow_instance_id=task.workflow_instance_id,
             status=TaskResultStatus.IN_PROGRESS,
             extend_lease=True,
-            worker_id=self._options.worker_id or self._default_worker_id,
+            worker_id=self._state.worker_id(self._state.options),
         )
         self._client.tasks.update_task(result)
 
 
-def retry_delay(backoff: Backoff, error: BaseException) -> float:
-    """The next backoff delay, or the server's ``Retry-After`` (already capped) when that is longer."""
-    delay = backoff.next()
-    retry_after = getattr(error, "retry_after", None)
-    return max(delay, retry_after) if retry_after else delay
-
-
-__all__ = ["Reporting", "retry_delay"]
+__all__ = ["Reporter"]

@@ -49,11 +49,11 @@ from ._run_args import (
 )
 from ._backoff import Backoff
 from .errors import APIError, AuthenticationError, ConductorError, InvalidOptionError
+from .health import HealthReport, HealthServer, health_report
 from .worker import Worker
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import ConductorClient
-    from .health import HealthReport
     from .manager import TaskManager
     from .metrics import MetricsMiddleware, Snapshot
 
@@ -210,9 +210,7 @@ class WorkerService:
             log.error("not drained within %.0fs", timeout)
         return EXIT_OK if drained and not died else EXIT_NOT_DRAINED
 
-    def health(self) -> "HealthReport":
-        from .health import health_report
-
+    def health(self) -> HealthReport:
         return health_report(self.manager, max_silence=self.settings.health_max_silence,
                              max_stuck=self.settings.health_max_stuck)
 
@@ -264,15 +262,13 @@ class StopOnSignals:
 
 def _start_endpoints(
     settings: RunSettings,
-    health: Callable[[], "HealthReport"],
+    health: Callable[[], HealthReport],
     metrics: Optional[Callable[[], "Snapshot"]],
 ) -> List[Any]:
     """The /health and /metrics servers the settings ask for (each has ``close()``)."""
     servers: List[Any] = []
     try:
         if settings.health_port is not None:
-            from .health import HealthServer
-
             servers.append(HealthServer(health, settings.health_port, settings.health_host))
         if settings.metrics_port is not None and metrics is not None:
             from .metrics import start_metrics_server

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 from . import _client_common
-from ._http import HttpTransport
+from ._http import HttpTransport, RequestWrapper
 from ._metadata_client import MetadataClient
 from ._task_client import TaskClient
 from ._workflow_client import WorkflowClient
@@ -42,6 +42,12 @@ class ConductorClient:
     def health(self) -> Dict[str, Any]:
         """``GET /health`` (served beside, not under, ``/api``)."""
         return dict(self._transport.call_json("GET", "/health") or {})
+
+    def wrap_requests(self, around: Optional[RequestWrapper]) -> None:
+        """Wrap every HTTP call this client makes, polls included: ``around(method, url, send)``
+        calls ``send()`` and returns its response (:func:`conductor_workers.tracing.trace_http` gives
+        each call a span this way). None removes the wrapper."""
+        self._transport.around = around
 
     def close(self) -> None:
         self._transport.close()

@@ -96,4 +96,4 @@ def call_hook(hook: Optional[Callable[..., Any]], *args: Any) -> None:
         log.exception("event hook %r raised; ignored", hook)
 
 
-__all__ = ["TaskEvents", "UpdateFailureHook", "call_hook", "combine"]
+__all__ = ["TaskEvents", "UpdateFailureHook"]  # call_hook(), combine(): the runtime's

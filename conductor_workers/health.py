@@ -25,21 +25,25 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Protocol, Tuple
 
 from . import _validate
 from ._httpserve import Endpoint, Route
 
 from .status import COUNTERS, RunnerStatus
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .manager import TaskManager
-
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SILENCE = 30.0
 DEFAULT_MAX_STUCK = 30.0
 HealthReport = Dict[str, Any]
+
+
+class StatusSource(Protocol):
+    """What a health report is made from: a :class:`~conductor_workers.TaskManager`, or anything
+    else whose ``status()`` gives a :class:`RunnerStatus` per task type."""
+
+    def status(self) -> Mapping[str, RunnerStatus]: ...
 
 
 def worker_health(status: RunnerStatus, *, max_silence: float = DEFAULT_MAX_SILENCE,
@@ -82,7 +86,7 @@ def worker_health(status: RunnerStatus, *, max_silence: float = DEFAULT_MAX_SILE
     return report
 
 
-def health_report(manager: "TaskManager", *, max_silence: float = DEFAULT_MAX_SILENCE,
+def health_report(manager: StatusSource, *, max_silence: float = DEFAULT_MAX_SILENCE,
                   max_stuck: float = DEFAULT_MAX_STUCK) -> HealthReport:
     """``{"healthy": bool, "status": "ok"|"unhealthy", "workers": {task_type: worker_health(...)}}``."""
     now = time.time()
@@ -116,7 +120,7 @@ class HealthServer(Endpoint):
         log.info("health endpoint on %s", self.url)
 
 
-def start_health_server(manager: "TaskManager", port: int = 0, host: str = "127.0.0.1", *,
+def start_health_server(manager: StatusSource, port: int = 0, host: str = "127.0.0.1", *,
                         max_silence: float = DEFAULT_MAX_SILENCE,
                         max_stuck: float = DEFAULT_MAX_STUCK) -> HealthServer:
     """Serve ``manager``'s :func:`health_report` at ``http://host:port/health`` (port 0: a free one)."""

@@ -17,6 +17,7 @@ from ._registration import TaskDefRegistrar
 from .client import ConductorClient
 from .errors import InvalidOptionError
 from .events import TaskEvents, UpdateFailureHook
+from .health import HealthServer, start_health_server
 from .middleware import Middleware
 from .options import PollingOptions, check_option_names, options_from_env, resolve_options
 from .runner import DEFAULT_SHUTDOWN_TIMEOUT, PollGate, TaskRunner
@@ -25,7 +26,6 @@ from .worker import Worker
 
 if TYPE_CHECKING:  # pragma: no cover
     from .admission import AdmissionGate
-    from .health import HealthServer
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class TaskManager:
         runners = list(self._runners.values())
         # Every runner stops taking tasks first; then they drain side by side under one deadline.
         for runner in runners:
-            runner._begin_stop()
+            runner.begin_stop()
         results = [
             runner.stop(None if deadline is None else max(0.0, deadline - time.monotonic())) for runner in runners
         ]
@@ -249,13 +249,11 @@ class TaskManager:
         (``.to_dict()`` for JSON)."""
         return {name: runner.status() for name, runner in self._runners.items()}
 
-    def serve_health(self, port: int = 0, host: str = "127.0.0.1", **kwargs: Any) -> "HealthServer":
+    def serve_health(self, port: int = 0, host: str = "127.0.0.1", **kwargs: Any) -> HealthServer:
         """Serve ``/health`` for this manager on a daemon thread; see :mod:`conductor_workers.health`.
 
         Returns the :class:`~conductor_workers.health.HealthServer` (``.port``, ``.url``, ``.close()``).
         """
-        from .health import start_health_server
-
         return start_health_server(self, port, host, **kwargs)
 
     def _runner(self, task_def_name: str) -> TaskRunner:

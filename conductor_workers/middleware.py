@@ -68,4 +68,4 @@ def chain(worker: Worker, middleware: Sequence[Middleware]) -> Handler:
     return handler
 
 
-__all__ = ["CallNext", "Middleware", "chain", "wraps_execution"]
+__all__ = ["CallNext", "Middleware", "wraps_execution"]  # chain(): the runtime's

@@ -148,7 +148,7 @@ def trace_http(client: "ConductorClient", tracer_provider: Any = None) -> None:
                 span.set_status(Status(StatusCode.ERROR, f"HTTP {resp.status_code}"))
             return resp
 
-    client._transport.around = around
+    client.wrap_requests(around)
 
 
 __all__ = [

@@ -40,7 +40,7 @@ class TaskContext:
 
     __slots__ = (
         "task", "logs", "time_limit", "time_limit_terminal", "deadline", "_lock", "_settled", "_reporter",
-        "early_result", "_interrupted",
+        "early_result", "reported_at", "_interrupted",
     )
 
     def __init__(
@@ -61,6 +61,8 @@ class TaskContext:
         self._reporter = reporter
         #: the result :meth:`report_now` settled the task with, None until then
         self.early_result: Optional[TaskResult] = None
+        #: ``time.time()`` when :meth:`report_now` settled the task, None until then
+        self.reported_at: Optional[float] = None
         self._interrupted = False  # TimeLimitExceeded was raised at a safe point (only the task's thread)
 
     def add_log(self, message: str) -> None:
@@ -123,12 +125,14 @@ class TaskContext:
                 logs=list(self.logs) + list(result.logs),
             )
             self.early_result = result
+            self.reported_at = time.time()
         if self._reporter is not None:
             self._reporter(result)
         return True
 
-    def settle(self) -> bool:
-        """Claim the result for the normal report; False when :meth:`report_now` settled it first."""
+    def _claim(self) -> bool:
+        """Settle the task with what ``execute`` returned (see :func:`run_task`); False when
+        :meth:`report_now` settled it first."""
         with self._lock:
             if self._settled:
                 return False
@@ -364,6 +368,10 @@ def run_task(
     gives FAILED_WITH_TERMINAL_ERROR, anything else FAILED with the message as reason and the
     traceback in the logs. ``handler`` is what to call instead of ``worker.execute`` (the worker
     wrapped in middleware, see :func:`conductor_workers.middleware.chain`).
+
+    The ``context`` is settled here, with the returned result: a :meth:`TaskContext.report_now`
+    (or the time limit) can no longer happen afterwards. When one happened first,
+    ``context.expired`` is true and the result returned is not to be reported (the early one was).
     """
     if context is None:
         context = TaskContext(task)
@@ -387,9 +395,11 @@ def run_task(
         worker_id=result.worker_id or worker_id,
         logs=context.logs + list(result.logs) if context.logs else result.logs,
     )
+    context._claim()  # False when settled early: context.expired tells the caller
     return result, error
 
 
+# run_task(): the runtime's (and conductor_workers.testing's), not exported
 __all__ = [
     "FunctionWorker",
     "TaskContext",
@@ -399,7 +409,6 @@ __all__ = [
     "current_context",
     "current_task",
     "time_remaining",
-    "run_task",
     "to_task_result",
     "worker_task",
 ]

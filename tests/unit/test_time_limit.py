@@ -58,8 +58,11 @@ def test_whatever_the_moment_the_limit_fires_the_task_is_settled_exactly_once(li
     assert not outcome["alive"]
     assert "escaped" not in outcome, outcome.get("escaped")
     reported_early = bool(outcome["reports"])
-    settled_normally = outcome["context"].settle()
+    context = outcome["context"]
+    settled_normally = not context.expired  # run_task settled it with what execute returned
     assert reported_early != settled_normally  # one or the other, never both, never neither
+    assert not context.expire()  # settled already, either way: a late limit reports nothing more
+    assert len(outcome["reports"]) == int(reported_early)
     if reported_early:
         (early,) = outcome["reports"]
         assert early.status.value == "FAILED" and "time limit exceeded" in early.reason_for_incompletion
