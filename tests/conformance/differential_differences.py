@@ -138,10 +138,48 @@ DIFFERENCES: Dict[str, Difference] = {
         kinds=frozenset({"update", "update_v2"}), variants=frozenset({"mismatched_workflow"}),
         local=frozenset({"2xx", "4xx"}), real=frozenset({"2xx", "4xx"}), diverges=True,
     ),
+    "event_handler_conflict_status": Difference(
+        "POST /event for a name already registered: the real server's SQLite store wraps its "
+        "ConflictException inside a transaction and answers 500; LocalConductor answers 409 with the same "
+        "message (conformance: event_handler_conflict_status).",
+        kinds=frozenset({"add_event_handler"}), variants=frozenset({"valid"}),
+        local=frozenset({"409"}), real=frozenset({"500"}),
+    ),
+    "event_handler_not_found_status": Difference(
+        "PUT /event or DELETE /event/{name} for a name not registered: the real server's SQLite store "
+        "wraps its NotFoundException and answers 500; LocalConductor answers 404 with the same message "
+        "(conformance: event_handler_not_found_status).",
+        kinds=frozenset({"update_event_handler", "remove_event_handler"}), variants=frozenset({"valid"}),
+        local=frozenset({"404"}), real=frozenset({"500"}),
+    ),
 }
 
 #: Workflow / task fields the state comparison does not compare, and why.
 IGNORED_FIELDS: Dict[str, str] = {}
+
+#: Search-hit fields (``kind`` -> fields) whose Java ``Map.toString`` text is compared as a multiset of
+#: characters, and why.
+UNORDERED_MAP_STRINGS: Dict[str, FrozenSet[str]] = {
+    "search_workflows": frozenset({"output"}),
+    "search_tasks": frozenset({"input", "output"}),
+}
+UNORDERED_MAP_STRINGS_REASON = (
+    "A map conductor-oss builds itself (a task's input from inputParameters and the definition's "
+    "inputTemplate, a workflow's output from outputParameters) is a java.util.HashMap, so its "
+    "toString lists the keys in hash-bucket order ('{prev=.., x=..}', '{tpl=$, x=1}', measured); "
+    "LocalConductor renders every map in insertion order ('{x=.., prev=..}'). Maps that come from a "
+    "client's JSON (workflow input, task output) are LinkedHashMaps there and agree. Copying Java's "
+    "bucket order would mean knowing, for every nested map, which code path built it; the summaries "
+    "are display text, and the same data is compared as JSON in the workflow states and search-v2."
+)
+
+#: Task-search hits left out of the comparison (SCHEDULED tasks never polled), and why.
+NEVER_POLLED_TASK_HITS = (
+    "LocalConductor indexes a task whenever it is saved, so a SCHEDULED task nobody has polled yet is "
+    "found; conductor-oss indexes a task only when its updateTask runs (a poll, a result that changes "
+    "it), so it finds such a task only sometimes (README, 'search: what is indexed'). Task-search hits "
+    "of SCHEDULED tasks with pollCount 0 are dropped on both sides, and the remaining hits counted."
+)
 
 #: Answers compared as a set of tasks instead of a list, and why.
 UNORDERED_ANSWERS: Dict[str, str] = {

@@ -2,7 +2,8 @@
 
 Hypothesis generates a short sequence of raw REST requests per example — the endpoints our client
 uses (poll, batch poll, update, update-v2, update by reference name, start / get / terminate / pause /
-resume / retry / restart workflow, task and workflow definitions, task logs, queue sizes), with valid
+resume / retry / restart workflow, task and workflow definitions, task logs, queue sizes, workflow and
+task search, event handlers), with valid
 and invalid input (wrong JSON types, numbers outside their Java type, negative numbers, missing
 fields, unknown ids, bad statuses, non-JSON bodies). Every request goes to both servers, and the
 example checks after each one:
@@ -10,7 +11,7 @@ example checks after each one:
 * LocalConductor never answers 5xx (whatever the real server does);
 * both answer the same status code, or the pair is listed in ``differential_differences.py``;
 * the 2xx bodies agree once ids and times are normalised (polled tasks, update answers, logs, queue
-  sizes, workflow views);
+  sizes, workflow views, search hits, the example's event handlers);
 * every workflow the example started is in the same state on both servers (workflow status, input,
   output, and each task's type, reference name, status, attempt, poll count, input and output).
 
@@ -39,7 +40,8 @@ from urllib.parse import quote
 import attrs
 import pytest
 import requests
-from differential_differences import IGNORED_FIELDS, UNORDERED_ANSWERS, always_diverges, find_difference
+from differential_differences import (IGNORED_FIELDS, UNORDERED_ANSWERS, UNORDERED_MAP_STRINGS,
+                                      always_diverges, find_difference)
 from hypothesis import HealthCheck, Phase, currently_in_test_context, event, given, note, settings
 from hypothesis import strategies as st
 
@@ -62,6 +64,15 @@ WORKFLOWS = ("w0", "w1")
 REFS = ("r0", "r1", "r2")
 RESULT_STATUSES = ("IN_PROGRESS", "FAILED", "FAILED_WITH_TERMINAL_ERROR", "COMPLETED", "CANCELED")
 OWNER = "differential@example.com"
+EVENT_HANDLERS = ("eh0", "eh1")
+#: What of each search hit both servers must agree on (ids become symbols; times are left out).
+SEARCH_FIELDS: Dict[str, Tuple[str, ...]] = {
+    "search_workflows": ("workflowId", "workflowType", "version", "status", "correlationId", "input",
+                         "output"),
+    "search_workflows_v2": ("workflowId", "workflowName", "workflowVersion", "status", "correlationId",
+                            "input", "output"),
+    "search_tasks": ("taskId", "workflowId", "taskType", "status", "input", "output"),
+}
 #: The real server's SQLite store sometimes reports lock contention on a loaded machine (in a 5xx or
 #: inside a 200 bulk answer); such an answer says nothing about behaviour, so the example ends there.
 REAL_SERVER_TRANSIENT = ("SQLITE_BUSY", "database is locked")
@@ -101,6 +112,14 @@ class Missing:
     """An id that exists on neither server."""
 
     what: str
+
+
+@attrs.frozen
+class Text:
+    """A string made of symbolic values: ``template.format(*args)`` with each arg resolved first."""
+
+    template: str
+    args: Tuple[Any, ...] = ()
 
 
 @attrs.frozen
@@ -159,6 +178,8 @@ class ServerRun:
             return self.started[value.index % len(self.started)]
         if isinstance(value, TaskOf):
             return self._task_id(value)
+        if isinstance(value, Text):
+            return value.template.format(*(self.resolve(arg) for arg in value.args))
         if isinstance(value, dict):
             return {self.resolve(key): self.resolve(item) for key, item in value.items()}
         if isinstance(value, (list, tuple)):
@@ -245,6 +266,18 @@ class ServerRun:
                                                                   key=lambda t: t.get("seq", 0))]
         return self.symbolise(state)
 
+    def polled(self, task_id: str) -> bool:
+        """Whether the latest snapshots show task ``task_id`` polled at least once."""
+        return any(task.get("taskId") == task_id and (task.get("pollCount") or 0) > 0
+                   for snapshot in self.snapshots for task in snapshot.get("tasks", []))
+
+    def search_hit(self, kind: str, item: Dict[str, Any]) -> Dict[str, Any]:
+        hit = self.symbolise({key: item.get(key) for key in SEARCH_FIELDS[kind]})
+        for key in UNORDERED_MAP_STRINGS.get(kind, ()):
+            if isinstance(hit.get(key), str):
+                hit[key] = "".join(sorted(hit[key]))  # key order differs (see differential_differences.py)
+        return hit
+
     def summary(self, op: Op, response: requests.Response) -> Any:
         """What of a 2xx answer both servers must agree on (ids and times normalised)."""
         status = response.status_code
@@ -272,6 +305,22 @@ class ServerRun:
             return self.symbolise(response.json())
         if kind == "register_workflow_def" and op.method == "PUT":
             return self.symbolise(response.json().get("bulkSuccessfulResults"))
+        if kind in SEARCH_FIELDS:
+            data = response.json()
+            items = data.get("results", [])
+            total = data.get("totalHits")
+            if kind == "search_tasks":  # see NEVER_POLLED_TASK_HITS (task searches are not paged here)
+                items = [item for item in items
+                         if item.get("status") != "SCHEDULED" or self.polled(item["taskId"])]
+                total = len(items)
+            found = [self.search_hit(kind, item) for item in items]
+            if not any(key == "sort" for key, _ in op.params):
+                found.sort(key=lambda item: json.dumps(item, sort_keys=True))
+            return {"totalHits": total, "results": found}
+        if kind in ("list_event_handlers", "event_handlers_for_event"):
+            mine = [handler for handler in response.json()
+                    if str(handler.get("name", "")).startswith(self.prefix)]
+            return sorted(self.symbolise(mine), key=lambda handler: handler["name"])
         return None
 
 
@@ -638,15 +687,117 @@ def task_query_ops(draw: Callable[..., Any]) -> Op:
                [("taskType", Name(name)) for name in names])
 
 
+# Search --------------------------------------------------------------------------------------------------
+
+@st.composite
+def workflow_search_ops(draw: Callable[..., Any]) -> Op:
+    """Workflow search (summaries or whole workflows), always scoped to this example's names or ids."""
+    kind, path = draw(st.sampled_from([("search_workflows", "search"), ("search_workflows_v2", "search-v2")]))
+    workflow = Name(draw(st.sampled_from(WORKFLOWS)))
+    form = draw(st.sampled_from(["type", "type_in", "type_status", "status_in", "workflow_id", "correlation",
+                                 "time_range", "unknown_type", "not_a_condition"]))
+    variant = "not_a_condition" if form == "not_a_condition" else "valid"
+    both = (Name("w0"), Name("w1"))
+    query: Any = "just words"  # not_a_condition
+    if form == "type":
+        query = Text('workflowType="{}"', (workflow,))
+    elif form == "type_in":
+        query = Text("workflowType IN ({},{})", both)
+    elif form == "type_status":
+        status = draw(st.sampled_from(["RUNNING", "COMPLETED", "FAILED", "TERMINATED", "PAUSED"]))
+        query = Text('workflowType="{}" AND status="%s"' % status, (workflow,))
+    elif form == "status_in":
+        query = Text("status IN (RUNNING,PAUSED) AND workflowType IN ({},{})", both)
+    elif form == "workflow_id":
+        query = Text('workflowId="{}"', (Wf(draw(wf_index)),))
+    elif form == "correlation":
+        query = Text("correlationId='c1' AND workflowType=\"{}\"", (workflow,))
+    elif form == "time_range":
+        query = Text('workflowType="{}" AND startTime%s1000' % draw(st.sampled_from([">", "<"])), (workflow,))
+    elif form == "unknown_type":
+        query = Text('workflowType="{}"', (Name("w_unknown"),))
+    params: List[Tuple[str, Any]] = [("query", query), ("freeText", "*")]
+    if draw(st.booleans()):  # a page is the same on both servers only in a defined order
+        params += [("sort", draw(st.sampled_from(["startTime:ASC", "startTime:DESC"]))),
+                   ("start", draw(st.integers(0, 2))), ("size", draw(st.integers(1, 3)))]
+    return _op(kind, variant, "GET", ["workflow", path], params)
+
+
+@st.composite
+def task_search_ops(draw: Callable[..., Any]) -> Op:
+    """Task search by type, by type and status, by a list of types."""
+    task_type = _task_type(draw)
+    form = draw(st.sampled_from(["type", "type_status", "types_in"]))
+    if form == "type":
+        query = Text('taskType="{}"', (task_type,))
+    elif form == "type_status":
+        status = draw(st.sampled_from(["SCHEDULED", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELED"]))
+        query = Text('taskType="{}" AND status="%s"' % status, (task_type,))
+    else:
+        query = Text("taskType IN ({},{},{})", tuple(Name(name) for name in TASK_TYPES))
+    return _op("search_tasks", "valid", "GET", ["tasks", "search"], [("query", query), ("freeText", "*")])
+
+
+# Event handlers ------------------------------------------------------------------------------------------
+
+@st.composite
+def event_handler_body(draw: Callable[..., Any]) -> Dict[str, Any]:
+    action = draw(st.sampled_from(["start_workflow", "complete_task", "fail_task"]))
+    if action == "start_workflow":
+        detail: Dict[str, Any] = {"name": Name(draw(st.sampled_from(WORKFLOWS))), "version": 1,
+                                  "input": {"x": "${payload}"}}
+    else:
+        detail = {"workflowId": "${workflowId}", "taskRefName": draw(st.sampled_from(REFS)),
+                  "output": {"v": 1}}
+    handler: Dict[str, Any] = {
+        "name": Name(draw(st.sampled_from(EVENT_HANDLERS))),
+        "event": draw(st.sampled_from([Name("ev0"), Text("conductor:{}", (Name("ev1"),))])),
+        "active": draw(st.booleans()),
+        "actions": [{"action": action, action: detail}],
+    }
+    if draw(st.booleans()):
+        handler["condition"] = draw(st.sampled_from(["$.ok == true", "true"]))
+        handler["evaluatorType"] = "javascript"
+    if draw(st.integers(0, 3)) == 0:
+        handler["actions"][0]["expandInlineJSON"] = True
+    return handler
+
+
+@st.composite
+def event_handler_ops(draw: Callable[..., Any]) -> Op:
+    action = draw(st.sampled_from(["add", "add", "update", "list", "for_event", "remove"]))
+    if action in ("add", "update"):
+        kind, method = ("add_event_handler", "POST") if action == "add" else ("update_event_handler", "PUT")
+        body: Any = draw(event_handler_body())
+        variant = draw(st.sampled_from(["valid"] * 6 + ["missing_field", "non_json", "wrong_json_type"]))
+        if variant == "missing_field":
+            body = dict(body, **dict([draw(st.sampled_from([("name", ""), ("event", ""), ("actions", [])]))]))
+        elif variant == "non_json":
+            body = Raw('{"name": ')
+        elif variant == "wrong_json_type":
+            body = [body]
+        return _op(kind, variant, method, ["event"], body=body)
+    if action == "list":
+        return _op("list_event_handlers", "valid", "GET", ["event"])
+    if action == "for_event":
+        event = draw(st.sampled_from([Name("ev0"), Text("conductor:{}", (Name("ev1"),)), Name("ev_none")]))
+        params = [("activeOnly", draw(st.sampled_from(["true", "false"])))] if draw(st.booleans()) else []
+        return _op("event_handlers_for_event", "valid", "GET", ["event", event], params)
+    handler = Name(draw(st.sampled_from(EVENT_HANDLERS)))
+    return _op("remove_event_handler", "valid", "DELETE", ["event", handler])
+
+
 operations = st.one_of(
     poll_ops(), poll_ops(), update_ops(), update_ops(), update_ops(), start_ops(), workflow_ops(),
     workflow_ops(), update_by_ref_ops(), task_query_ops(), task_def_ops(), workflow_def_ops(),
+    workflow_search_ops(), workflow_search_ops(), task_search_ops(), event_handler_ops(), event_handler_ops(),
 )
 
 
 @st.composite
 def scenarios(draw: Callable[..., Any]) -> List[Op]:
-    """Valid set-up (task definitions, one or two workflows, a first start), then generated requests."""
+    """Valid set-up (task definitions, one or two workflows, a first start, maybe an event handler), then
+    generated requests."""
     registered = draw(st.lists(st.booleans(), min_size=3, max_size=3))
     task_defs = [draw(valid_task_def(index)) for index, keep in enumerate(registered) if keep]
     setup = [register_task_defs(task_defs)] if task_defs else []
@@ -654,6 +805,8 @@ def scenarios(draw: Callable[..., Any]) -> List[Op]:
     if draw(st.booleans()):
         setup.append(register_workflow(draw(workflow_body("w1"))))
     setup.append(_op("start_workflow", "valid", "POST", ["workflow", Name("w0")], body={"x": 1}))
+    if draw(st.booleans()):
+        setup.append(_op("add_event_handler", "valid", "POST", ["event"], body=draw(event_handler_body())))
     return setup + draw(st.lists(operations, min_size=4, max_size=MAX_STEPS))
 
 
@@ -726,6 +879,9 @@ def run_scenario(ops: Sequence[Op], local_url: str, real_url: str, session: requ
         local_summary, real_summary = local.summary(op, local_response), real.summary(op, real_response)
         lines = _diff(local_summary, real_summary)
         assert not lines, "the answers differ\n" + where + "\n" + "\n".join(lines)
+        if op.kind in SEARCH_FIELDS or op.kind in ("list_event_handlers", "event_handlers_for_event"):
+            found = local_summary["results"] if isinstance(local_summary, dict) else local_summary
+            _event(f"{op.kind}: {'something' if found else 'nothing'} found alike")
         assert len(local.snapshots) == len(real.snapshots), f"started workflows differ after step {step}"
         for index, (local_wf, real_wf) in enumerate(zip(local.snapshots, real.snapshots)):
             lines = _diff(local.workflow_state(local_wf), real.workflow_state(real_wf), f"wf{index}")
