@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import resource
+import subprocess
+import sys
 import time
 import uuid
 from typing import Any, Dict, List, Optional
@@ -79,3 +83,38 @@ def simple(name: str, ref: Optional[str] = None, **fields: Any) -> Dict[str, Any
 
 def unique(prefix: str) -> str:
     return "%s_%s" % (prefix, uuid.uuid4().hex[:8])
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class ServerProcess:
+    """``conductor-workers server`` in a child process, with an :class:`Api` bound to it: whatever a hostile
+    workflow does there (an endless decide, a runaway script) cannot hold the tests' own process.
+    ``address_space_mb`` caps the child's address space (0: no cap)."""
+
+    def __init__(self, *flags: str, address_space_mb: int = 0) -> None:
+        def limit() -> None:
+            if address_space_mb:
+                size = address_space_mb * 1024 * 1024
+                resource.setrlimit(resource.RLIMIT_AS, (size, size))
+
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "conductor_workers", "server", "--port", "0", "--log-level", "warning", *flags],
+            stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT, preexec_fn=limit)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line.startswith("LocalConductor listening on http://"), line
+        self.api = Api(line.split()[-1])
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        self.api.session.close()
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        assert self.process.stdout is not None
+        self.process.stdout.close()

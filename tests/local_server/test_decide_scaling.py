@@ -9,20 +9,17 @@ minutes, the call has a short client timeout so that the test fails fast.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 import requests
-from lc_support import Api, unique
+from lc_support import Api, ServerProcess, unique
 
 from conductor_workers.server.scripts import javascript_available
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 needs_js = pytest.mark.skipif(not javascript_available(), reason="mini-racer is not installed")
 
 
@@ -92,28 +89,6 @@ def test_late_loop_iterations_cost_what_early_ones_cost_and_the_server_answers_m
     # linear: about the same (the condition's input grows a little with the loop's output); the old
     # engine's late iterations cost 4 to 5 times its early ones
     assert late < 2.5 * early + 0.3, "iterations 800-1000 took %.2f s, 100-300 took %.2f s" % (late, early)
-
-
-class ServerProcess:
-    """``conductor-workers server`` in a child process: an endless decide there cannot hold the tests."""
-
-    def __init__(self) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "conductor_workers", "server", "--port", "0", "--log-level", "warning"],
-            stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert line.startswith("LocalConductor listening on http://"), line
-        self.api = Api(line.split()[-1])
-
-    def close(self) -> None:
-        self.api.session.close()
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        assert self.process.stdout is not None
-        self.process.stdout.close()
 
 
 @pytest.fixture

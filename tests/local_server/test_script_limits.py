@@ -10,11 +10,8 @@ GIL, so not even pytest-timeout could end an in-process run).
 
 from __future__ import annotations
 
-import os
-import resource
 import signal
 import subprocess
-import sys
 import threading
 import time
 from typing import Any, Dict, Iterator, List, Optional
@@ -22,44 +19,13 @@ from typing import Any, Dict, Iterator, List, Optional
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lc_support import Api, simple, unique
+from lc_support import Api, ServerProcess, simple, unique
 
 from conductor_workers.server import LocalConductor, ScriptLimits
 from conductor_workers.server.scripts import Scripts, javascript_available, jq_available
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 needs_js = pytest.mark.skipif(not javascript_available(), reason="mini-racer is not installed")
 needs_jq = pytest.mark.skipif(not jq_available(), reason="jq is not installed")
-
-
-class ServerProcess:
-    """``conductor-workers server`` in a child process, with an API helper bound to it."""
-
-    def __init__(self, *flags: str, address_space_mb: int = 0) -> None:
-        def limit() -> None:  # keeps a runaway of the old in-process engines from eating the machine
-            if address_space_mb:
-                size = address_space_mb * 1024 * 1024
-                resource.setrlimit(resource.RLIMIT_AS, (size, size))
-
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "conductor_workers", "server", "--port", "0", "--log-level", "warning", *flags],
-            stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT, preexec_fn=limit)
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert line.startswith("LocalConductor listening on http://"), line
-        self.api = Api(line.split()[-1])
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def close(self) -> None:
-        self.api.session.close()
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        assert self.process.stdout is not None
-        self.process.stdout.close()
 
 
 @pytest.fixture
