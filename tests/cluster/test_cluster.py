@@ -135,8 +135,14 @@ def explain_executions(client: ConductorClient, ids: set, executions: List[Dict[
     An extra execution is explained when the server shows why it handed the work out again: the
     earlier task of that step ``TIMED_OUT`` (no answer within its response timeout: the server
     scheduled a retry with a new task id), or the same task id went out again (its ``pollCount``
-    grew: the queue message came back after the poll that took it was lost). Anything else is
-    listed in ``unexplained``.
+    grew: the queue message came back after the poll that took it was lost), or the server's own
+    record of the workflow holds another task for the step at the same or a higher ``retryCount``
+    (the server scheduled the step again while the earlier task was still out). The last is what a
+    node killed mid-run leaves: a delivery it made is lost, the queue redelivers the task (pollCount
+    2) while the response-timeout check times it out and schedules a retry, and whichever report
+    lands last decides the earlier task's final status (COMPLETED when the fleet's report wins, or
+    IN_PROGRESS when it is refused because the workflow already ended). In every case the fleet ran
+    each delivery once. Anything else is listed in ``unexplained``.
     """
     ours = [entry for entry in executions if entry["wf"] in ids]
     per_task = collections.Counter(entry["task"] for entry in ours)
@@ -150,13 +156,16 @@ def explain_executions(client: ConductorClient, ids: set, executions: List[Dict[
     suspicious = {entry["wf"] for entry in ours if entry["retry"] or entry["poll"] > 1}
     suspicious |= {wid for (wid, _), entries in per_step.items() if len(entries) > 1}
     tasks_by_id: Dict[str, Any] = {}
+    server_steps: Dict[Tuple[str, str], List[Any]] = collections.defaultdict(list)
     timed_out_after: List[float] = []  # seconds from a timed-out task's start to the server timing it out
     for workflow in fetch(client, sorted(suspicious), include_tasks=True):
         for task in workflow.tasks:
             tasks_by_id[task.task_id] = task
+            server_steps[(workflow.workflow_id, task.reference_task_name)].append(task)
             if str(getattr(task.status, "value", task.status)) == "TIMED_OUT":
                 timed_out_after.append(round((task.end_time - task.start_time) / 1000.0, 1))
     same_task_again = 0
+    scheduled_again = 0
     for (wid, ref), entries in per_step.items():
         if len(entries) == 1:
             continue
@@ -174,15 +183,25 @@ def explain_executions(client: ConductorClient, ids: set, executions: List[Dict[
                     same_task_again += len(runs) - 1
             if task_id != final:
                 status = str(getattr(server.status, "value", server.status)) if server is not None else None
-                if status != "TIMED_OUT":
+                again = server is not None and any(
+                    other.task_id != task_id and other.retry_count >= server.retry_count
+                    for other in server_steps[(wid, ref)]
+                )
+                if status != "TIMED_OUT" and again:
+                    scheduled_again += 1
+                elif status != "TIMED_OUT":
+                    record = [(t.task_id[:8], str(getattr(t.status, "value", t.status)), t.retry_count, t.poll_count,
+                               t.worker_id) for t in server_steps[(wid, ref)]]
                     unexplained.append(f"{wid}/{ref} task {task_id} ran, then the step ran again, but the server "
-                                       f"has it {status}")
+                                       f"has it {status}; the server's tasks of that step (id, status, retryCount, "
+                                       f"pollCount, workerId): {record}; the fleet's runs: {entries}")
     extra = len(ours) - len(per_step)
     return {
         "executions": len(ours), "steps": len(per_step), "extra_executions": extra,
         "task_ids_run_twice": sum(1 for count in per_task.values() if count > 1),
         "extra_same_task_redelivered": same_task_again,
-        "extra_after_response_timeout": extra - same_task_again,
+        "extra_after_response_timeout": extra - same_task_again - scheduled_again,
+        "extra_scheduled_again_while_out": scheduled_again,
         "timed_out_attempts_on_server": len(timed_out_after),
         "timed_out_after_s": sorted(timed_out_after)[:3] + (["..."] if len(timed_out_after) > 6 else [])
         + sorted(timed_out_after)[3:][-3:],
