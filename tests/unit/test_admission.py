@@ -258,7 +258,7 @@ def test_reasons_do_not_change_with_the_fraction_within_a_zone():
 def ramp(gate: AdmissionGate, clock: Clock, task_type: str, steps: int, maximum: int = 32) -> List[int]:
     """Drive one worker like the runner does: full polls, every slot busy, a look per ramp interval."""
     limits = []
-    in_flight = RAMPED.get((id(gate), task_type), 0)
+    in_flight = RAMPED.get((id(gate), task_type), (gate, 0))[1]
     for _ in range(steps):
         limit = gate.limit(task_type, maximum, in_flight)  # a slot free: the runner polls for it ...
         if limit > in_flight:
@@ -267,11 +267,11 @@ def ramp(gate: AdmissionGate, clock: Clock, task_type: str, steps: int, maximum:
         gate.limit(task_type, maximum, in_flight)  # every slot busy from now
         clock.advance(gate.settings.ramp_interval)
         limits.append(gate.limit(task_type, maximum, in_flight))  # a ramp interval later
-    RAMPED[(id(gate), task_type)] = in_flight
+    RAMPED[(id(gate), task_type)] = (gate, in_flight)  # the gate kept alive: its id is never reused
     return limits
 
 
-RAMPED: Dict[Tuple[int, str], int] = {}
+RAMPED: Dict[Tuple[int, str], Tuple[AdmissionGate, int]] = {}
 
 
 def test_starts_at_the_minimum_and_ramps_one_slot_per_interval_after_full_polls():
