@@ -18,7 +18,7 @@ import ssl
 import sys
 import threading
 from types import FrameType
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, TextIO, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, TextIO, cast
 
 from . import _shell, _validate
 from ._version import __version__
@@ -114,23 +114,24 @@ def _run_server(args: argparse.Namespace) -> int:
 
 def _script_limits(args: argparse.Namespace) -> "ScriptLimits":
     """``--script-time-limit`` and ``--script-memory-limit`` (or their environment variables), checked."""
-    from .server import ScriptLimits
+    from .server import ScriptLimits  # the server package only for the server command (start-up time)
+
+    def read(flag: str, given: Optional[str], variable: str, build: Callable[[str], Any]) -> Any:
+        text = given or os.environ.get(variable)
+        if not text:
+            return None
+        try:
+            return build(text)
+        except InvalidOptionError as exc:
+            raise InvalidOptionError("%s: %s" % (flag, exc)) from None
 
     defaults = ScriptLimits()
-    time_limit, memory_mb = defaults.time_limit, defaults.memory_mb
-    text = args.script_time_limit or os.environ.get("LOCAL_CONDUCTOR_SCRIPT_TIME_LIMIT")
-    if text:
-        try:
-            time_limit = ScriptLimits(time_limit=_validate.parse_number(text)).time_limit
-        except InvalidOptionError as exc:
-            raise InvalidOptionError("--script-time-limit: %s" % exc) from None
-    text = args.script_memory_limit or os.environ.get("LOCAL_CONDUCTOR_SCRIPT_MEMORY_LIMIT")
-    if text:
-        try:
-            memory_mb = ScriptLimits(memory_mb=_validate.parse_int(text)).memory_mb
-        except InvalidOptionError as exc:
-            raise InvalidOptionError("--script-memory-limit: %s" % exc) from None
-    return ScriptLimits(time_limit, memory_mb)
+    time_limit = read("--script-time-limit", args.script_time_limit, "LOCAL_CONDUCTOR_SCRIPT_TIME_LIMIT",
+                      lambda text: ScriptLimits(time_limit=_validate.parse_number(text)).time_limit)
+    memory_mb = read("--script-memory-limit", args.script_memory_limit, "LOCAL_CONDUCTOR_SCRIPT_MEMORY_LIMIT",
+                     lambda text: ScriptLimits(memory_mb=_validate.parse_int(text)).memory_mb)
+    return ScriptLimits(defaults.time_limit if time_limit is None else time_limit,
+                        defaults.memory_mb if memory_mb is None else memory_mb)
 
 
 def _run_workers(args: argparse.Namespace) -> int:
